@@ -1,0 +1,3 @@
+from bdh.cli import main
+
+main()

@@ -1,0 +1,78 @@
+"""Model configuration and named presets.
+
+`BDHConfig` keeps the official field names and defaults, so code written against the
+official `bdh.py` constructs the same model here.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+from bdh.errors import ConfigError
+
+
+@dataclass
+class BDHConfig:
+    n_layer: int = 6
+    n_embd: int = 256
+    dropout: float = 0.1
+    n_head: int = 4
+    mlp_internal_dim_multiplier: int = 128
+    vocab_size: int = 256
+
+    def __post_init__(self) -> None:
+        for name in ("n_layer", "n_embd", "n_head", "mlp_internal_dim_multiplier", "vocab_size"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ConfigError(f"{name} must be a positive integer, got {value!r}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ConfigError(f"dropout must be in [0, 1), got {self.dropout!r}")
+        if (self.mlp_internal_dim_multiplier * self.n_embd) % self.n_head:
+            raise ConfigError("mlp_internal_dim_multiplier * n_embd must be divisible by n_head")
+        if self.neurons_per_head % 2:
+            raise ConfigError("neurons per head must be even (RoPE rotates pairs)")
+
+    @property
+    def neurons_per_head(self) -> int:
+        """N: the width of one head's sparse neuron space."""
+        return self.mlp_internal_dim_multiplier * self.n_embd // self.n_head
+
+    @property
+    def n_neurons(self) -> int:
+        """n = heads * N: all neurons of one layer."""
+        return self.neurons_per_head * self.n_head
+
+    def num_parameters(self) -> int:
+        d, n, v = self.n_embd, self.n_neurons, self.vocab_size
+        return 3 * n * d + 2 * v * d
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> BDHConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ConfigError(f"unknown {cls.__name__} field(s): {', '.join(unknown)}")
+        return cls(**data)
+
+
+# Presets. Larger sizes are named by their parameter count (byte vocabulary).
+PRESETS: dict[str, dict[str, Any]] = {
+    "tiny": dict(n_layer=4, n_embd=64, n_head=4, mlp_internal_dim_multiplier=16, dropout=0.0),
+    "small": dict(n_layer=6, n_embd=128, n_head=4, mlp_internal_dim_multiplier=32),
+    "official": dict(n_layer=6, n_embd=256, n_head=4, mlp_internal_dim_multiplier=128),
+    "57m": dict(n_layer=6, n_embd=384, n_head=6, mlp_internal_dim_multiplier=128),
+    "101m": dict(n_layer=8, n_embd=512, n_head=8, mlp_internal_dim_multiplier=128),
+}
+PRESETS["25m"] = PRESETS["official"]
+
+
+def preset(name: str, **overrides: Any) -> BDHConfig:
+    """Build a `BDHConfig` from a named preset, with optional field overrides."""
+    if name not in PRESETS:
+        raise ConfigError(f"unknown preset {name!r}; choose one of: {', '.join(PRESETS)}")
+    return BDHConfig.from_dict({**PRESETS[name], **overrides})

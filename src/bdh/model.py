@@ -1,0 +1,202 @@
+"""BDH-GPU, computing exactly what the official `bdh.py` computes.
+
+One set of weights is shared by all layers. Each layer:
+
+    x_sparse = relu(x @ encoder)                      # [B, H, T, N], sparse positive neurons
+    a        = LN(attn(rope(x_sparse), rope(x_sparse), x))   # linear attention, no softmax, diagonal excluded
+    y_sparse = relu(a @ encoder_v)                    # [B, H, T, N]
+    x        = LN(x + LN(dropout(x_sparse * y_sparse) @ decoder))
+
+The attention has a recurrent form: per head, a state S = sum_s rope(x_s)^T x_s of
+shape [N, D] (the synaptic state rho) is read before the current token is written.
+Training uses the parallel form; `prefill`/`step` carry the state for generation.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from bdh.config import BDHConfig
+from bdh.ops.attention import causal_linear_attention, linear_attention_step
+from bdh.ops.rope import apply_rope, rope_cos_sin, rope_frequencies
+
+# Prompts are prefilled this many tokens at a time, so memory does not grow with T.
+PREFILL_CHUNK = 1024
+# RoPE tables are cached for training lengths up to this many elements (T * N).
+ROPE_CACHE_MAX_ELEMENTS = 1 << 24
+
+
+@dataclass
+class BDHState:
+    """Recurrent state of a batch: per layer and head, rho = sum_s rope(x_s)^T v_s.
+
+    kv: [n_layer, B, H, N, D]; position: tokens consumed so far (the next RoPE position).
+    Its size does not depend on how many tokens were consumed.
+    """
+
+    kv: Tensor
+    position: int = 0
+
+    @property
+    def batch_size(self) -> int:
+        return self.kv.shape[1]
+
+    def nbytes(self) -> int:
+        return self.kv.numel() * self.kv.element_size()
+
+
+class RotaryLinearAttention(nn.Module):
+    """Shared-key RoPE linear attention of one layer; holds the official `freqs` buffer."""
+
+    def __init__(self, config: BDHConfig):
+        super().__init__()
+        n = config.neurons_per_head
+        self.freqs = nn.Buffer(rope_frequencies(n).view(1, 1, 1, n))
+        self._rope_cache: tuple[Tensor, Tensor] | None = None
+
+    def _cos_sin(self, start: int, length: int) -> tuple[Tensor, Tensor]:
+        freqs = self.freqs.view(-1)
+        if start + length > (ROPE_CACHE_MAX_ELEMENTS // freqs.numel()):
+            return rope_cos_sin(start, length, freqs)
+        cache = self._rope_cache
+        if (
+            cache is None
+            or cache[0].shape[0] < start + length
+            or cache[0].dtype != freqs.dtype
+            or cache[0].device != freqs.device
+        ):
+            size = max(start + length, 256 if cache is None else 2 * cache[0].shape[0])
+            size = min(size, ROPE_CACHE_MAX_ELEMENTS // freqs.numel())
+            cache = self._rope_cache = rope_cos_sin(0, size, freqs)
+        return cache[0][start : start + length], cache[1][start : start + length]
+
+    def forward(
+        self, x_sparse: Tensor, v: Tensor, state: Tensor | None = None, start: int = 0
+    ) -> Tensor:
+        """x_sparse: [B, H, T, N] (queries = keys); v: [B, 1, T, D].
+
+        With `state` [B, H, N, D] the tokens continue a sequence at position `start`
+        and the state is updated in place.
+        """
+        T = x_sparse.shape[-2]
+        cos, sin = self._cos_sin(start, T)
+        qr = apply_rope(x_sparse, cos, sin)
+        if state is None:
+            out, _ = causal_linear_attention(qr, qr, v)
+        elif T == 1:
+            out = linear_attention_step(qr[:, :, 0], qr[:, :, 0], v[:, :, 0], state).unsqueeze(2)
+        else:
+            out, final = causal_linear_attention(qr, qr, v, state, output_final_state=True)
+            state.copy_(final)
+        return out
+
+
+class BDH(nn.Module):
+    model_type = "bdh"
+    config_class = BDHConfig
+
+    def __init__(self, config: BDHConfig):
+        super().__init__()
+        self.config = config
+        H, D, N = config.n_head, config.n_embd, config.neurons_per_head
+        # Creation order matches the official module, so a seed gives the same weights.
+        self.decoder = nn.Parameter(torch.zeros((H * N, D)).normal_(std=0.02))
+        self.encoder = nn.Parameter(torch.zeros((H, D, N)).normal_(std=0.02))
+        self.attn = RotaryLinearAttention(config)
+        self.embed = nn.Embedding(config.vocab_size, D)
+        self.drop = nn.Dropout(config.dropout)
+        self.encoder_v = nn.Parameter(torch.zeros((H, D, N)).normal_(std=0.02))
+        self.lm_head = nn.Parameter(torch.zeros((D, config.vocab_size)).normal_(std=0.02))
+        nn.init.normal_(self.embed.weight, mean=0.0, std=0.02)
+
+    def ln(self, x: Tensor) -> Tensor:
+        """Parameter-free LayerNorm over the last dimension."""
+        return F.layer_norm(x, (x.shape[-1],))
+
+    def layer(self, x: Tensor, state: Tensor | None = None, start: int = 0) -> Tensor:
+        """One BDH layer on x [B, 1, T, D] (weights shared by all layers)."""
+        B, _, T, D = x.shape
+        x_sparse = F.relu(x @ self.encoder)  # B, H, T, N
+        y_kv = self.ln(self.attn(x_sparse, x, state, start))  # B, H, T, D
+        y_sparse = F.relu(y_kv @ self.encoder_v)  # B, H, T, N
+        xy_sparse = self.drop(x_sparse * y_sparse)
+        y_mlp = xy_sparse.transpose(1, 2).reshape(B, 1, T, -1) @ self.decoder  # B, 1, T, D
+        return self.ln(x + self.ln(y_mlp))
+
+    def _run(self, idx: Tensor, state: BDHState | None = None) -> Tensor:
+        """Final hidden states [B, T, D] of idx, continuing `state` when given."""
+        B, T = idx.shape
+        x = self.ln(self.embed(idx).unsqueeze(1))  # B, 1, T, D
+        start = 0 if state is None else state.position
+        for level in range(self.config.n_layer):
+            x = self.layer(x, None if state is None else state.kv[level], start)
+        if state is not None:
+            state.position += T
+        return x.view(B, T, -1)
+
+    def forward(self, idx: Tensor, targets: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
+        """Parallel form. idx, targets: [B, T] -> logits [B, T, vocab], loss or None."""
+        logits = self._run(idx) @ self.lm_head
+        loss = None
+        if targets is not None:
+            loss = F.cross_entropy(logits.view(-1, logits.size(-1)), targets.view(-1))
+        return logits, loss
+
+    # ---- recurrent inference -------------------------------------------------------
+
+    def init_state(
+        self, batch_size: int, device: torch.device | None = None, dtype: torch.dtype | None = None
+    ) -> BDHState:
+        """An empty state for `batch_size` sequences: [n_layer, B, H, N, D] zeros."""
+        c = self.config
+        kv = torch.zeros(
+            c.n_layer, batch_size, c.n_head, c.neurons_per_head, c.n_embd,
+            device=device or self.lm_head.device, dtype=dtype or self.lm_head.dtype,
+        )  # fmt: skip
+        return BDHState(kv=kv)
+
+    @torch.no_grad()
+    def prefill(
+        self, idx: Tensor, state: BDHState | None = None, all_logits: bool = True
+    ) -> tuple[Tensor, BDHState]:
+        """Consume idx [B, T] into the state, PREFILL_CHUNK tokens at a time.
+
+        Returns logits [B, T, vocab] (or [B, vocab] of the last token when
+        `all_logits` is False) and the updated state.
+        """
+        if state is None:
+            state = self.init_state(idx.shape[0])
+        pieces = []
+        for start in range(0, idx.shape[1], PREFILL_CHUNK):
+            hidden = self._run(idx[:, start : start + PREFILL_CHUNK], state)
+            pieces.append(hidden @ self.lm_head if all_logits else hidden[:, -1] @ self.lm_head)
+        logits = torch.cat(pieces, dim=1) if all_logits else pieces[-1]
+        return logits, state
+
+    @torch.no_grad()
+    def step(self, tokens: Tensor, state: BDHState) -> tuple[Tensor, BDHState]:
+        """Consume one token per sequence, tokens [B] -> logits [B, vocab]."""
+        hidden = self._run(tokens.view(-1, 1), state)
+        return hidden[:, 0] @ self.lm_head, state
+
+    @torch.no_grad()
+    def generate(
+        self,
+        idx: Tensor,
+        max_new_tokens: int,
+        temperature: float = 1.0,
+        top_k: int | None = None,
+    ) -> Tensor:
+        """Official signature: returns idx [B, T] followed by max_new_tokens sampled tokens.
+
+        Runs on the recurrent state instead of recomputing the prefix for every token.
+        """
+        from bdh.generate import SamplingConfig, generate_ids
+
+        sampling = SamplingConfig(temperature=temperature, top_k=top_k)
+        new = generate_ids(self, idx, max_new_tokens, sampling)
+        return torch.cat((idx, new), dim=1)

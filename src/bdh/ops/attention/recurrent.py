@@ -1,0 +1,35 @@
+"""Recurrent form: one token at a time on a state whose size does not depend on T."""
+
+from __future__ import annotations
+
+from torch import Tensor
+
+
+def linear_attention_step(q: Tensor, k: Tensor, v: Tensor, state: Tensor) -> Tensor:
+    """Read the state, then write the current token into it (in place).
+
+    Args:
+        q, k: [B, H, N]; v: [B, H or 1, D]; state: [B, H, N, D], updated in place.
+    Returns:
+        o: [B, H, D], the attention output of this token over earlier tokens only.
+    """
+    o = (q.unsqueeze(-2) @ state).squeeze(-2)
+    state.add_(k.unsqueeze(-1) * v.unsqueeze(-2))
+    return o
+
+
+def causal_linear_attention_recurrent(
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    initial_state: Tensor | None = None,
+    output_final_state: bool = False,
+) -> tuple[Tensor, Tensor | None]:
+    """Same contract as `causal_linear_attention_naive`, one step per token."""
+    B, H, T, N = q.shape
+    D = v.shape[-1]
+    state = q.new_zeros(B, H, N, D) if initial_state is None else initial_state.clone()
+    out = q.new_empty(B, H, T, D)
+    for t in range(T):
+        out[:, :, t] = linear_attention_step(q[:, :, t], k[:, :, t], v[:, :, t], state)
+    return out, (state if output_final_state else None)
