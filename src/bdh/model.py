@@ -112,6 +112,11 @@ class BDH(nn.Module):
         self.encoder_v = nn.Parameter(torch.zeros((H, D, N)).normal_(std=0.02))
         self.lm_head = nn.Parameter(torch.zeros((D, config.vocab_size)).normal_(std=0.02))
         nn.init.normal_(self.embed.weight, mean=0.0, std=0.02)
+        # Identity probes: forward hooks on them see each layer's activity (analysis, metrics).
+        self.probe_x = nn.Identity()  # x_sparse [B, H, T, N]
+        self.probe_attn = nn.Identity()  # LN(attention output) [B, H, T, D]
+        self.probe_y = nn.Identity()  # y_sparse [B, H, T, N]
+        self.probe_xy = nn.Identity()  # x_sparse * y_sparse [B, H, T, N], before dropout
 
     def ln(self, x: Tensor) -> Tensor:
         """Parameter-free LayerNorm over the last dimension."""
@@ -120,10 +125,10 @@ class BDH(nn.Module):
     def layer(self, x: Tensor, state: Tensor | None = None, start: int = 0) -> Tensor:
         """One BDH layer on x [B, 1, T, D] (weights shared by all layers)."""
         B, _, T, D = x.shape
-        x_sparse = F.relu(x @ self.encoder)  # B, H, T, N
-        y_kv = self.ln(self.attn(x_sparse, x, state, start))  # B, H, T, D
-        y_sparse = F.relu(y_kv @ self.encoder_v)  # B, H, T, N
-        xy_sparse = self.drop(x_sparse * y_sparse)
+        x_sparse = self.probe_x(F.relu(x @ self.encoder))  # B, H, T, N
+        y_kv = self.probe_attn(self.ln(self.attn(x_sparse, x, state, start)))  # B, H, T, D
+        y_sparse = self.probe_y(F.relu(y_kv @ self.encoder_v))  # B, H, T, N
+        xy_sparse = self.drop(self.probe_xy(x_sparse * y_sparse))
         y_mlp = xy_sparse.transpose(1, 2).reshape(B, 1, T, -1) @ self.decoder  # B, 1, T, D
         return self.ln(x + self.ln(y_mlp))
 

@@ -30,3 +30,17 @@ def model_class(model_type: str) -> type[nn.Module]:
 def build_model(model_type: str, config: dict[str, Any]) -> nn.Module:
     cls = model_class(model_type)
     return cls(cls.config_class.from_dict(config))
+
+
+def model_presets(model_type: str) -> dict[str, dict[str, Any]]:
+    """Named configs of a family: `PRESETS` on its config class (BDH: `bdh.config.PRESETS`)."""
+    return getattr(model_class(model_type).config_class, "PRESETS", {})
+
+
+def build_model_from_preset(model_type: str, preset: str, **overrides: Any) -> nn.Module:
+    presets = model_presets(model_type)
+    if preset not in presets:
+        raise ConfigError(
+            f"unknown {model_type} preset {preset!r}; choose one of: {', '.join(presets) or '(none)'}"
+        )
+    return build_model(model_type, {**presets[preset], **overrides})
