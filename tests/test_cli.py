@@ -1,0 +1,120 @@
+"""Bad input gets one line on stderr and a non-zero exit, never a traceback."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+import bdh
+from bdh.checkpoint import save_checkpoint
+from bdh.cli import main
+
+
+def run_cli(args: list[str], capsys) -> tuple[int, str, str]:
+    with pytest.raises(SystemExit) as done:
+        main(args)
+        raise SystemExit(0)
+    out, err = capsys.readouterr()
+    return done.value.code or 0, out, err
+
+
+def assert_one_line_error(code: int, err: str, needle: str) -> None:
+    assert code != 0
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith("error: ") and needle in lines[0], lines[0]
+
+
+@pytest.fixture(scope="module")
+def byte_ckpt(tmp_path_factory):
+    path = tmp_path_factory.mktemp("ck") / "byte"
+    save_checkpoint(path, bdh.BDH(bdh.preset("tiny")), bdh.ByteTokenizer())
+    return path
+
+
+@pytest.fixture(scope="module")
+def char_ckpt(tmp_path_factory):
+    tok = bdh.CharTokenizer.from_text("abcdefgh \n")
+    path = tmp_path_factory.mktemp("ck") / "char"
+    save_checkpoint(path, bdh.BDH(bdh.preset("tiny", vocab_size=tok.vocab_size)), tok)
+    return path
+
+
+def test_generate_streams_and_is_reproducible(byte_ckpt, capsys) -> None:
+    args = ["generate", str(byte_ckpt), "-p", "ROMEO:", "-n", "30", "--seed", "4"]
+    code, first, _ = run_cli(args, capsys)
+    assert code == 0 and first.startswith("ROMEO:")
+    _, second, _ = run_cli(args, capsys)
+    assert first == second
+
+
+def test_generate_batch_of_prompts(byte_ckpt, capsys) -> None:
+    code, out, _ = run_cli(["generate", str(byte_ckpt), "-p", "a", "-p", "bc", "-n", "5", "--greedy"], capsys)
+    assert code == 0 and "--- [0]\na" in out and "--- [1]\nbc" in out
+
+
+def test_eval_prints_loss_and_bits_per_byte(byte_ckpt, capsys) -> None:
+    code, out, _ = run_cli(["eval", str(byte_ckpt), "--max-tokens", "512", "--block-size", "64"], capsys)
+    assert code == 0 and "val loss" in out and "bits per byte" in out
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["generate", "{byte}", "-p", ""], "prompt is empty"),
+        (["generate", "{byte}", "--temperature", "0"], "--temperature"),
+        (["generate", "{byte}", "--temperature", "-1"], "--temperature"),
+        (["generate", "{byte}", "--top-p", "0"], "--top-p"),
+        (["generate", "{byte}", "--top-p", "1.01"], "--top-p"),
+        (["generate", "{char}", "-p", "xyz"], "not in the tokenizer's vocabulary"),
+        (["generate", "{missing}"], "no checkpoint"),
+        (["eval", "{byte}", "--data", "{missing}"], "no corpus"),
+        (["eval", "{byte}", "--data", "{short}", "--block-size", "64"], "too short"),
+        (["eval", "{byte}", "--data", "{empty}"], "empty"),
+        (["convert", "{missing}", "{missing}"], "no state_dict file"),
+        (["no-such-command"], "No such command"),
+    ],
+)
+def test_bad_input(args, needle, byte_ckpt, char_ckpt, tmp_path, capsys) -> None:
+    (tmp_path / "short.txt").write_text("too short")
+    (tmp_path / "empty.txt").write_text("")
+    paths = dict(
+        byte=byte_ckpt, char=char_ckpt, missing=tmp_path / "missing",
+        short=tmp_path / "short.txt", empty=tmp_path / "empty.txt",
+    )  # fmt: skip
+    code, _, err = run_cli([a.format(**paths) for a in args], capsys)
+    assert_one_line_error(code, err, needle)
+
+
+def test_corrupt_and_mismatched_checkpoints(byte_ckpt, tmp_path, capsys) -> None:
+    import shutil
+
+    corrupt = tmp_path / "corrupt"
+    shutil.copytree(byte_ckpt, corrupt)
+    (corrupt / "model.safetensors").write_bytes(b"\x00" * 100)
+    code, _, err = run_cli(["generate", str(corrupt)], capsys)
+    assert_one_line_error(code, err, "corrupt")
+
+    mismatched = tmp_path / "mismatched"
+    save_checkpoint(mismatched, bdh.BDH(bdh.preset("tiny", n_head=2)), bdh.ByteTokenizer())
+    shutil.copy(byte_ckpt / "config.json", mismatched / "config.json")
+    code, _, err = run_cli(["generate", str(mismatched)], capsys)
+    assert_one_line_error(code, err, "shape")
+
+
+def test_entry_point_prints_no_traceback(tmp_path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "bdh", "generate", str(tmp_path / "missing")],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines() == [f"error: no checkpoint at '{tmp_path / 'missing'}'"]
+
+
+def test_help_lists_commands(capsys) -> None:
+    code, out, _ = run_cli(["--help"], capsys)
+    assert code == 0
+    for command in ("generate", "eval", "convert"):
+        assert command in out
