@@ -1,0 +1,1 @@
+"""Baseline model families compared against BDH (registered in `bdh.models`)."""
