@@ -118,7 +118,9 @@ class Block(nn.Module):
             cache[1][:, :, start : start + T] = v
         return out.transpose(1, 2).reshape(B, T, d)
 
-    def forward(self, x: Tensor, cache: tuple[Tensor, Tensor] | None = None, start: int = 0) -> Tensor:
+    def forward(
+        self, x: Tensor, cache: tuple[Tensor, Tensor] | None = None, start: int = 0
+    ) -> Tensor:
         x = x + self.drop(self.c_proj(self.attention(self.ln_1(x), cache, start)))
         hidden = self.probe_mlp_hidden(F.gelu(self.c_fc(self.probe_mlp_in(self.ln_2(x)))))
         return x + self.drop(self.mlp_proj(hidden))
@@ -225,5 +227,7 @@ class GPT(nn.Module):
         """idx [B, T] followed by max_new_tokens sampled tokens (T + new <= block_size)."""
         from bdh.generate import SamplingConfig, generate_ids
 
-        new = generate_ids(self, idx, max_new_tokens, SamplingConfig(temperature=temperature, top_k=top_k))
+        new = generate_ids(
+            self, idx, max_new_tokens, SamplingConfig(temperature=temperature, top_k=top_k)
+        )
         return torch.cat((idx, new), dim=1)
