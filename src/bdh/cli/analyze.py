@@ -1,0 +1,67 @@
+"""`bdh analyze` (interpretability report of a checkpoint) and `bdh app` (the visualizer)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from bdh.cli._app import app
+
+DEFAULT_TEXT = "First Citizen:\nBefore we proceed any further, hear me speak.\n"
+
+
+@app.command()
+@click.argument("checkpoint", type=click.Path(path_type=Path))
+@click.option("--text", "-t", default=DEFAULT_TEXT, show_default=True, help="Prompt whose activity and state are analysed.")
+@click.option("--out", "-o", "out_dir", type=click.Path(path_type=Path), required=True, help="Directory for analysis.json and the PNG figures.")
+@click.option("--baseline", type=click.Path(path_type=Path), default=None, help="Transformer checkpoint to compare activity and memory with.")
+@click.option("--groups", "groups_file", type=click.Path(path_type=Path), default=None, help="JSON file {group: [words]} for the monosemanticity test (default: built-in groups).")
+@click.option("--layer", type=click.IntRange(min=0), default=0, show_default=True, help="Layer whose state snapshots are kept.")
+@click.option("--head", type=click.IntRange(min=0), default=0, show_default=True, help="Head whose state snapshots are kept.")
+@click.option("--lengths", default="64,256,1024,4096", show_default=True, help="Context lengths at which state memory is measured.")
+@click.option("--synapses", is_flag=True, help="Also test the synapses of rho (last layer) for selectivity.")
+@click.option("--device", default="cpu", show_default=True, help="Torch device.")
+def analyze(
+    checkpoint: Path, text: str, out_dir: Path, baseline: Path | None, groups_file: Path | None,
+    layer: int, head: int, lengths: str, synapses: bool, device: str,
+) -> None:  # fmt: skip
+    """Analyse a BDH CHECKPOINT: sparsity, state rho, neuron graph, monosemanticity, memory."""
+    import json
+
+    from bdh.analysis.report import analyze_model, write_report
+    from bdh.checkpoint import load_checkpoint
+    from bdh.cli.inference import resolve_device
+    from bdh.errors import BDHError
+
+    try:
+        token_lengths = [int(v) for v in lengths.split(",") if v.strip()]
+    except ValueError:
+        raise BDHError(f"--lengths must be comma-separated integers, got {lengths!r}") from None
+    groups = None
+    if groups_file is not None:
+        try:
+            groups = json.loads(groups_file.read_text())
+        except (OSError, json.JSONDecodeError) as err:
+            raise BDHError(f"cannot read concept groups from {groups_file}: {err}") from None
+        if not isinstance(groups, dict) or not all(
+            isinstance(w, list) and all(isinstance(x, str) for x in w) for w in groups.values()
+        ):
+            raise BDHError(f"{groups_file} must hold a JSON object {{group: [words]}}")
+    device = resolve_device(device)
+    model, tokenizer = load_checkpoint(checkpoint, device)
+    base = load_checkpoint(baseline, device)[0] if baseline is not None else None
+    result = analyze_model(
+        model, tokenizer, text, base, groups, layer, head, token_lengths, synapses
+    )
+    for path in write_report(result, out_dir):
+        print(f"wrote {path}")
+    x = result["sparsity"]["x"]
+    g = result["graph"][0]
+    mono = result["monosemantic_neurons"]
+    print(
+        f"active neurons (x) {100 * x['overall_active']:.2f}% | head-0 graph: {g['n_edges']} edges, "
+        f"modularity {g['modularity']:.3f} vs random {g['random_modularity_mean']:.3f} | "
+        f"selective neurons {mono['significant_total']} (shuffled labels: "
+        f"{mono['significant_with_shuffled_labels']})"
+    )
