@@ -1,0 +1,425 @@
+"""The neuro BDH: the Definition-4 recurrence, batched over sequences and trainable.
+
+Per token, for every sequence of the batch (n neurons, d latent dims, v = embedding):
+
+    x_t   = x_decay * x_{t-1} + relu(Dx v_t)        # neuron state accumulates the drive
+    a*_t  = rho_{t-1} x_t                            # rho is read before it is written
+    y_t   = relu(Dy LN(a*_t)) * x_t                  # gated by x
+    v*_t  = LN(E y_t)                                # readout: logits = head(v*_t)
+    rho_t = U * (rho_{t-1} + gain * v_t x_t^T)       # Hebbian rank-1 write
+
+Every extension of the seed references (`BDHNeuroRefTorch`, `BDHGPURefStabilized`) is a
+config field, off by default; `BDHNeuroConfig.reference_neuro()` and
+`.reference_stabilized()` give the settings that reproduce those references exactly.
+LN is the references' row normalisation (unbiased std, eps added to the std).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from bdh.errors import ConfigError
+
+LN_EPS = 1e-6
+L1_EPS = 1e-6
+
+
+@dataclass
+class BDHNeuroConfig:
+    n: int = 256
+    d: int = 32
+    vocab_size: int = 256
+    u_decay: float = 0.97
+    ln_before_Dy: bool = True
+    use_relu_lowrank: bool = True
+    # multi-timescale rho decay: U = sum_k w_k u_k / sum_k w_k replaces u_decay
+    U_kernels: list[float] | None = None
+    U_weights: list[float] | None = None
+    # rho columns of inactive neurons (x_j <= 0) shrink by (1 - eta)
+    local_forget_eta: float = 0.0
+    # y is scaled down so that sum(y) <= tau
+    homeostasis_tau: float | None = None
+    # keep the k largest y_core entries (lateral inhibition)
+    k_wta: int | None = None
+    # dendritic branch nonlinearity on Dy's output (softplus or relu), when branches > 0
+    branches: int = 0
+    branch_nl: str = "softplus"
+    # surprisal gain on the rho write: min(g, g * H(softmax v*) / log d); 0 = gain 1
+    mod_gamma_max: float = 0.0
+    # Bernoulli(spike_rate) spikes added to y_core before inhibition
+    spike_rate: float = 0.0
+    # leaky x: x_t = x_decay * x_{t-1} + drive (None = plain accumulation)
+    x_decay: float | None = None
+    # x_t /= (|x_t|_1 + 1e-6)
+    x_l1_norm: bool = False
+    # keep the int(n * (x_kwta_base + x_kwta_gain * gain)) largest x entries, after v*
+    x_kwta_adaptive: bool = False
+    x_kwta_base: float = 0.05
+    x_kwta_gain: float = 0.25
+    # stabilized reference: zero x entries <= threshold_ratio * max(x)
+    threshold_ratio: float | None = None
+    # truncated BPTT: the state is detached every `bptt` tokens (0 = never)
+    bptt: int = 64
+
+    def __post_init__(self) -> None:
+        for name in ("n", "d", "vocab_size"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ConfigError(f"{name} must be a positive integer, got {value!r}")
+        if self.d < 2:
+            raise ConfigError("d must be >= 2 (LayerNorm over d needs two values)")
+        if self.U_kernels is not None:
+            if not self.U_kernels:
+                raise ConfigError("U_kernels must not be empty")
+            weights = self.U_weights if self.U_weights is not None else [1.0] * len(self.U_kernels)
+            if len(weights) != len(self.U_kernels) or sum(weights) <= 0:
+                raise ConfigError(
+                    "U_weights must match U_kernels in length and have a positive sum"
+                )
+        elif self.U_weights is not None:
+            raise ConfigError("U_weights needs U_kernels")
+        if self.branch_nl not in ("softplus", "relu"):
+            raise ConfigError(f"branch_nl must be 'softplus' or 'relu', got {self.branch_nl!r}")
+        if not 0.0 <= self.spike_rate <= 1.0:
+            raise ConfigError(f"spike_rate must be in [0, 1], got {self.spike_rate!r}")
+        if not 0.0 <= self.local_forget_eta <= 1.0:
+            raise ConfigError(f"local_forget_eta must be in [0, 1], got {self.local_forget_eta!r}")
+        if self.k_wta is not None and self.k_wta < 1:
+            raise ConfigError(f"k_wta must be >= 1, got {self.k_wta!r}")
+        if self.bptt < 0:
+            raise ConfigError(f"bptt must be >= 0, got {self.bptt!r}")
+
+    @property
+    def rho_decay(self) -> float:
+        """The scalar U applied to rho each token.
+
+        The references mix their kernels as sum_k w_k * u_k * (rho + inc): every kernel acts
+        on the same rho, so the mixture is one scalar decay.
+        """
+        if self.U_kernels is None:
+            return self.u_decay
+        weights = self.U_weights if self.U_weights is not None else [1.0] * len(self.U_kernels)
+        return sum(w * u for w, u in zip(weights, self.U_kernels)) / sum(weights)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> BDHNeuroConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ConfigError(f"unknown {cls.__name__} field(s): {', '.join(unknown)}")
+        return cls(**data)
+
+    @classmethod
+    def reference_neuro(cls, **fields: Any) -> BDHNeuroConfig:
+        """Settings under which the model computes `BDHNeuroRefTorch.step`.
+
+        That reference always leaks and L1-normalises x, always applies the gain-modulated
+        k-WTA on x, and defaults to mod_gamma_max = 1.
+        """
+        base = dict(x_decay=0.97, x_l1_norm=True, x_kwta_adaptive=True, mod_gamma_max=1.0)
+        return cls(**{**base, **fields})
+
+    @classmethod
+    def reference_stabilized(cls, **fields: Any) -> BDHNeuroConfig:
+        """Settings under which the model computes `BDHGPURefStabilized.step` (linear drive)."""
+        base = dict(use_relu_lowrank=False, x_decay=0.97, x_l1_norm=True, threshold_ratio=0.02)
+        return cls(**{**base, **fields})
+
+
+BDHNeuroConfig.PRESETS = {  # type: ignore[attr-defined]  # looked up by bdh.models.model_presets
+    # Definition 4 with no extensions.
+    "tiny": dict(n=256, d=32),
+    "small": dict(n=1024, d=64),
+    # The seed's training setup (train_bdh_neuro.py): every extension on, n=128, d=32.
+    "seed": dict(
+        n=128,
+        d=32,
+        x_decay=0.97,
+        x_l1_norm=True,
+        x_kwta_adaptive=True,
+        U_kernels=[0.99, 0.97, 0.94],
+        U_weights=[0.5, 0.3, 0.2],
+        local_forget_eta=0.02,
+        homeostasis_tau=0.15 * 128,
+        k_wta=16,
+        branches=2,
+        branch_nl="softplus",
+        mod_gamma_max=0.8,
+        spike_rate=0.01,
+    ),  # fmt: skip
+}
+
+
+def layernorm_row(z: Tensor) -> Tensor:
+    """The references' LN over the last dim: (z - mean) / (unbiased std + 1e-6)."""
+    return (z - z.mean(dim=-1, keepdim=True)) / (z.std(dim=-1, keepdim=True) + LN_EPS)
+
+
+def effective_rank(mats: Tensor, eps: float = 1e-12) -> Tensor:
+    """exp(entropy of normalised squared singular values) of mats [..., d, n] -> [...]."""
+    s2 = torch.linalg.svdvals(mats.float()).pow(2)
+    p = s2 / (s2.sum(dim=-1, keepdim=True) + eps)
+    return torch.exp(-(p * (p + eps).log()).sum(dim=-1))
+
+
+def topk_mask(z: Tensor, k: Tensor | int) -> Tensor:
+    """Boolean mask of the k largest entries of each row of z [B, n]; k: int or [B]."""
+    if isinstance(k, int):
+        idx = torch.topk(z, k, dim=-1).indices
+        return torch.zeros_like(z, dtype=torch.bool).scatter_(-1, idx, True)
+    order = torch.argsort(z, dim=-1, descending=True, stable=True)
+    ranks = torch.empty_like(order).scatter_(
+        -1, order, torch.arange(z.shape[-1], device=z.device).expand_as(order)
+    )
+    return ranks < k.unsqueeze(-1)
+
+
+@dataclass
+class NeuroState:
+    """Recurrent state of a batch: x [B, n] and rho [B, d, n]; position = tokens consumed."""
+
+    x: Tensor
+    rho: Tensor
+    position: int = 0
+
+    @property
+    def batch_size(self) -> int:
+        return self.x.shape[0]
+
+    def nbytes(self) -> int:
+        return self.x.numel() * self.x.element_size() + self.rho.numel() * self.rho.element_size()
+
+
+@dataclass
+class NeuroTrace:
+    """Per-token activity of a run: x, y [B, T, n]; v [B, T, d]; gain [B, T];
+    rho [B, T, d, n] when recorded."""
+
+    x: Tensor
+    y: Tensor
+    v: Tensor
+    gain: Tensor
+    rho: Tensor | None = None
+
+
+class BDHNeuro(nn.Module):
+    model_type = "neuro"
+    config_class = BDHNeuroConfig
+
+    def __init__(self, config: BDHNeuroConfig):
+        super().__init__()
+        self.config = config
+        n, d, V = config.n, config.d, config.vocab_size
+        # Same shapes and scales as the references: E [d, n], Dx/Dy [n, d], token_emb [V, d].
+        self.E = nn.Parameter(torch.randn(d, n) / math.sqrt(n))
+        self.Dx = nn.Parameter(torch.randn(n, d) / math.sqrt(d))
+        self.Dy = nn.Parameter(torch.randn(n, d) / math.sqrt(d))
+        self.token_emb = nn.Parameter(torch.randn(V, d) / math.sqrt(d))
+        self.head = nn.Linear(d, V)  # v* -> next-token logits, as in the seed's wrapper
+        # Identity probes, called once per forward on the stacked per-token activity:
+        self.probe_v_in = nn.Identity()  # token embedding v_t [B, T, d] (Dx's input)
+        self.probe_drive = nn.Identity()  # drive relu(Dx v_t) [B, T, n] (Dx's output)
+        self.probe_a = nn.Identity()  # LN(a*_t) [B, T, d] (Dy's input)
+        self.probe_x = nn.Identity()  # x_t [B, T, n] (after x inhibition)
+        self.probe_y = nn.Identity()  # y_t [B, T, n]
+        self.last_metrics: dict[str, float] = {}
+
+    # ---- the recurrence ------------------------------------------------------------
+
+    def _gain(self, v_star: Tensor) -> Tensor:
+        """Surprisal gain [B] from v* [B, d]; a constant 1 when mod_gamma_max <= 0.
+
+        Like the references' Python float, it carries no gradient.
+        """
+        c = self.config
+        if c.mod_gamma_max <= 0.0:
+            return torch.ones(v_star.shape[0], device=v_star.device, dtype=v_star.dtype)
+        p = torch.softmax(v_star.detach(), dim=-1)
+        H = -(p * (p + 1e-12).log()).sum(dim=-1)
+        return (H / math.log(c.d + 1e-6) * c.mod_gamma_max).clamp(max=c.mod_gamma_max)
+
+    def _token(
+        self, v_in: Tensor, x: Tensor, rho: Tensor, generator: torch.Generator | None
+    ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
+        """One token for every row: v_in [B, d], x [B, n], rho [B, d, n].
+
+        Returns x_t, y_t, v*_t, rho_t, gain, drive, LN(a*) (the last two for probes).
+        """
+        c = self.config
+        drive = v_in @ self.Dx.t()
+        if c.use_relu_lowrank:
+            drive = F.relu(drive)
+        x = (x if c.x_decay is None else c.x_decay * x) + drive
+        if c.x_l1_norm:
+            x = x / (x.abs().sum(dim=-1, keepdim=True) + L1_EPS)
+        if c.threshold_ratio is not None:
+            threshold = c.threshold_ratio * x.max(dim=-1, keepdim=True).values
+            x = torch.where(x > threshold, x, torch.zeros_like(x))
+        a_star = torch.einsum("bdn,bn->bd", rho, x)
+        a_hat = layernorm_row(a_star)
+        if c.ln_before_Dy:
+            y_core = a_hat @ self.Dy.t()
+        else:
+            y_core = a_star @ self.Dy.t()
+        if c.branches > 0:
+            # The references split Dy's rows into branches and apply the nonlinearity to
+            # each part; it is elementwise, so applying it to the whole is the same.
+            y_core = F.softplus(y_core) if c.branch_nl == "softplus" else F.relu(y_core)
+        if not c.ln_before_Dy:
+            y_core = layernorm_row(y_core)
+        if c.spike_rate > 0.0:
+            u = torch.rand(
+                y_core.shape, generator=generator, device=y_core.device, dtype=y_core.dtype
+            )
+            y_core = y_core + (u < c.spike_rate).to(y_core.dtype)
+        if c.k_wta is not None and c.k_wta < c.n:
+            y_core = y_core * topk_mask(y_core, c.k_wta).to(y_core.dtype)
+        y = F.relu(y_core) * x.clamp(min=0.0)
+        if c.homeostasis_tau is not None:
+            s = y.sum(dim=-1, keepdim=True)
+            scale = (c.homeostasis_tau / (s + 1e-8)).clamp(max=1.0)
+            y = y * torch.where(s > 1e-8, scale, torch.ones_like(scale))
+        v_star = layernorm_row(y @ self.E.t())
+        gain = self._gain(v_star)
+        if c.x_kwta_adaptive:
+            k = (c.n * (c.x_kwta_base + c.x_kwta_gain * gain.double())).floor().long().clamp(1, c.n)
+            x = x * topk_mask(x.detach(), k).to(x.dtype)
+        if c.local_forget_eta > 0.0:
+            inactive = (x <= 0).to(rho.dtype).unsqueeze(1)
+            rho = rho * (1.0 - c.local_forget_eta * inactive)
+        inc = gain.view(-1, 1, 1) * v_in.unsqueeze(2) * x.unsqueeze(1)
+        rho = c.rho_decay * (rho + inc)
+        return x, y, v_star, rho, gain, drive, a_hat if c.ln_before_Dy else a_star
+
+    def run(
+        self,
+        idx: Tensor,
+        state: NeuroState | None = None,
+        generator: torch.Generator | None = None,
+        record_rho: bool = False,
+    ) -> tuple[NeuroTrace, NeuroState]:
+        """Run idx [B, T] through the recurrence from `state` (zeros when None).
+
+        The state is detached every `config.bptt` tokens (truncated BPTT). The returned
+        state is new; the one passed in is not modified.
+        """
+        B, T = idx.shape
+        c = self.config
+        if state is None:
+            state = self.init_state(B)
+        x, rho = state.x, state.rho
+        v_in_all = self.token_emb[idx]  # B, T, d
+        xs, ys, vs, gains, drives, a_ins, rhos = [], [], [], [], [], [], []
+        for t in range(T):
+            if c.bptt and t and t % c.bptt == 0:
+                x, rho = x.detach(), rho.detach()
+            x, y, v, rho, gain, drive, a_in = self._token(v_in_all[:, t], x, rho, generator)
+            xs.append(x)
+            ys.append(y)
+            vs.append(v)
+            gains.append(gain)
+            drives.append(drive)
+            a_ins.append(a_in)
+            if record_rho:
+                rhos.append(rho)
+        trace = NeuroTrace(
+            x=self.probe_x(torch.stack(xs, 1)),
+            y=self.probe_y(torch.stack(ys, 1)),
+            v=torch.stack(vs, 1),
+            gain=torch.stack(gains, 1),
+            rho=torch.stack(rhos, 1) if record_rho else None,
+        )
+        self.probe_v_in(v_in_all)
+        self.probe_drive(torch.stack(drives, 1))
+        self.probe_a(torch.stack(a_ins, 1))
+        return trace, NeuroState(x=x, rho=rho, position=state.position + T)
+
+    @staticmethod
+    @torch.no_grad()
+    def token_metrics(trace: NeuroTrace) -> dict[str, Tensor]:
+        """Per-token metrics [B, T] of a trace recorded with `record_rho=True`: the
+        references' sparsity_x, sparsity_y, rho_F, rho_eff_rank and gain."""
+        if trace.rho is None:
+            raise ValueError("token_metrics needs a trace run with record_rho=True")
+        return {
+            "sparsity_x": (trace.x == 0).float().mean(dim=-1),
+            "sparsity_y": (trace.y == 0).float().mean(dim=-1),
+            "rho_F": torch.linalg.matrix_norm(trace.rho.float()),
+            "rho_eff_rank": effective_rank(trace.rho),
+            "gain": trace.gain.float(),
+        }
+
+    @torch.no_grad()
+    def step_metrics(self, trace: NeuroTrace, state: NeuroState) -> dict[str, float]:
+        """Batch means: sparsity of x and y (fraction of zeros) and gain over all tokens;
+        Frobenius norm and effective rank of the final rho."""
+        return {
+            "sparsity_x": float((trace.x == 0).float().mean()),
+            "sparsity_y": float((trace.y == 0).float().mean()),
+            "rho_F": float(torch.linalg.matrix_norm(state.rho.float()).mean()),
+            "rho_eff_rank": float(effective_rank(state.rho).mean()),
+            "gain": float(trace.gain.float().mean()),
+        }
+
+    def forward(
+        self, idx: Tensor, targets: Tensor | None = None, generator: torch.Generator | None = None
+    ) -> tuple[Tensor, Tensor | None]:
+        """idx, targets: [B, T] -> logits [B, T, vocab], loss or None.
+
+        Each sequence starts from the zero state. `last_metrics` holds this call's
+        activity metrics (see `step_metrics`).
+        """
+        trace, state = self.run(idx, generator=generator)
+        self.last_metrics = self.step_metrics(trace, state)
+        logits = self.head(trace.v)
+        loss = None
+        if targets is not None:
+            loss = F.cross_entropy(logits.reshape(-1, logits.size(-1)), targets.reshape(-1))
+        return logits, loss
+
+    # ---- recurrent inference -------------------------------------------------------
+
+    def init_state(
+        self, batch_size: int, device: torch.device | None = None, dtype: torch.dtype | None = None
+    ) -> NeuroState:
+        """Zero state: x [B, n], rho [B, d, n]."""
+        c = self.config
+        ref = self.E
+        kw = dict(device=device or ref.device, dtype=dtype or ref.dtype)
+        return NeuroState(
+            x=torch.zeros(batch_size, c.n, **kw), rho=torch.zeros(batch_size, c.d, c.n, **kw)
+        )
+
+    @torch.no_grad()
+    def prefill(
+        self, idx: Tensor, state: NeuroState | None = None, all_logits: bool = True
+    ) -> tuple[Tensor, NeuroState]:
+        """Consume idx [B, T]; logits [B, T, vocab] (or [B, vocab] of the last token)."""
+        trace, state = self.run(idx, state)
+        return self.head(trace.v if all_logits else trace.v[:, -1]), state
+
+    @torch.no_grad()
+    def step(self, tokens: Tensor, state: NeuroState) -> tuple[Tensor, NeuroState]:
+        """Consume one token per sequence, tokens [B] -> logits [B, vocab]."""
+        trace, state = self.run(tokens.view(-1, 1), state)
+        return self.head(trace.v[:, 0]), state
+
+    @torch.no_grad()
+    def generate(
+        self, idx: Tensor, max_new_tokens: int, temperature: float = 1.0, top_k: int | None = None
+    ) -> Tensor:
+        """idx [B, T] followed by max_new_tokens sampled tokens."""
+        from bdh.generate import SamplingConfig, generate_ids
+
+        sampling = SamplingConfig(temperature=temperature, top_k=top_k)
+        return torch.cat((idx, generate_ids(self, idx, max_new_tokens, sampling)), dim=1)
