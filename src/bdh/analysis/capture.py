@@ -2,8 +2,8 @@
 
 BDH exposes identity probe modules (`probe_x`, `probe_attn`, `probe_y`, `probe_xy`).
 The layers share one set of weights, so each probe fires once per layer per forward
-pass: the k-th call of a forward is layer k. Other model families (the Transformer
-baseline) are read through hooks on their activation-function modules.
+pass: the k-th call of a forward is layer k. The Transformer baseline is read through
+its per-block `probe_mlp_hidden` modules.
 """
 
 from __future__ import annotations
@@ -85,6 +85,10 @@ def capture_activations(
 
 
 def _activation_modules(model: nn.Module) -> list[nn.Module]:
+    """MLP hidden probes (`probe_mlp_hidden`, one per block) or else activation modules."""
+    probes = [m for name, m in model.named_modules() if name.endswith("probe_mlp_hidden")]
+    if probes:
+        return probes
     kinds = (nn.GELU, nn.ReLU, nn.SiLU)
     return [m for m in model.modules() if isinstance(m, kinds)]
 
@@ -94,7 +98,8 @@ def capture_mlp_activations(model: nn.Module, idx: Tensor) -> Tensor:
     """Hidden MLP activity per layer, [L, B, 1, T, width], for any model family.
 
     BDH: x_sparse * y_sparse (its MLP-like sparse product, heads laid side by side).
-    Others: the outputs of their activation-function modules (GELU/ReLU/SiLU), in call order.
+    Others: their `probe_mlp_hidden` modules (the GPT baseline: GELU output [B, T, 4d]),
+    or else their activation-function modules (GELU/ReLU/SiLU), in call order.
     """
     if hasattr(model, "probe_xy"):
         xy = capture_activations(model, idx, ("xy",))["xy"]  # L, B, H, T, N

@@ -168,7 +168,7 @@ def _plot_memory(path: Path, memory: dict[str, list[dict[str, Any]]]) -> None:
 
     fig, ax = plt.subplots(figsize=(7, 3.5))
     for name, rows in memory.items():
-        ax.plot([r["tokens"] for r in rows], [r["state_bytes"] / 2**20 for r in rows], "o-", label=name)
+        ax.plot([r["tokens"] for r in rows], [r["used_bytes"] / 2**20 for r in rows], "o-", label=name)
     ax.set(xscale="log", xlabel="tokens read", ylabel="state / KV cache (MiB)", title="Measured inference state")
     ax.legend()
     fig.tight_layout()
