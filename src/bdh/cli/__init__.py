@@ -12,7 +12,9 @@ from bdh.errors import BDHError
 
 # Command modules, each registering its commands on `app`.
 COMMAND_MODULES = [
+    "bdh.cli.analyze",
     "bdh.cli.inference",
+    "bdh.cli.train",
 ]
 for _name in COMMAND_MODULES:
     importlib.import_module(_name)

@@ -1,0 +1,172 @@
+"""`TrainConfig`: every training option, from code, the command line or a TOML/JSON/YAML file.
+
+Precedence: dataclass defaults < config file < explicit command-line values. The fully
+resolved config is saved as `train_config.json` in the run directory.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bdh.errors import ConfigError
+
+SCHEDULES = ("cosine", "constant")
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+LEARNING_MODES = ("backprop", "hebbian", "hybrid")
+
+# Options that may differ when a run is resumed; all others define the run and must match.
+RESUMABLE_CHANGES = frozenset(
+    {
+        "steps", "time_budget_s", "eval_every", "eval_tokens", "log_every", "checkpoint_every",
+        "keep_last", "device", "compile", "progress", "tensorboard", "out_dir", "precision",
+    }
+)  # fmt: skip
+
+
+@dataclass
+class TrainConfig:
+    """One training run. `batch_size` is the global batch (all ranks, all micro-steps)."""
+
+    # model and data
+    model: str = "bdh"
+    preset: str = "tiny"
+    model_overrides: dict[str, Any] = field(default_factory=dict)
+    data: str | None = None  # corpus path/name; None = bundled tiny Shakespeare
+    tokenizer: str = "byte"
+    val_fraction: float = 0.1
+    # optimisation
+    steps: int = 300
+    batch_size: int = 32
+    micro_batch_size: int | None = None  # rows per forward on one rank; None = batch / ranks
+    block_size: int = 128
+    lr: float = 3e-3
+    min_lr: float = 3e-4
+    schedule: str = "cosine"
+    warmup_steps: int = 20
+    weight_decay: float = 0.1
+    beta1: float = 0.9
+    beta2: float = 0.95
+    grad_clip: float = 1.0  # max global grad norm; 0 disables clipping
+    time_budget_s: float | None = None  # stop after this much training time (eval excluded)
+    seed: int = 1337
+    # precision and speed
+    device: str = "auto"  # auto = cuda when available, else cpu
+    precision: str = "auto"  # auto = bf16 on CUDA with bf16 support, else fp32
+    compile: bool = False
+    # evaluation, logging, checkpoints
+    out_dir: str = "runs/bdh"
+    eval_every: int = 100
+    eval_tokens: int = 65536  # fixed val sample: this many tokens from the start of val
+    log_every: int = 10
+    checkpoint_every: int = 500
+    keep_last: int = 3
+    progress: bool = True
+    tensorboard: bool = False
+    # learning rules (bdh.learning)
+    learning_mode: str = "backprop"
+    hebbian_lr: float = 1e-3
+    prune_every: int = 0
+    prune_threshold: float = 0.0
+    homeostatic_scaling: bool = False
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        positive = ("steps", "batch_size", "block_size", "eval_every", "log_every",
+                    "checkpoint_every", "keep_last", "eval_tokens")  # fmt: skip
+        for name in positive:
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ConfigError(f"{name} must be a positive integer, got {value!r}")
+        if self.micro_batch_size is not None and (
+            not isinstance(self.micro_batch_size, int) or self.micro_batch_size < 1
+        ):
+            raise ConfigError(f"micro_batch_size must be a positive integer, got {self.micro_batch_size!r}")
+        if self.schedule not in SCHEDULES:
+            raise ConfigError(f"schedule must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}")
+        if self.precision not in PRECISIONS:
+            raise ConfigError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
+        if self.learning_mode not in LEARNING_MODES:
+            raise ConfigError(
+                f"learning_mode must be one of {', '.join(LEARNING_MODES)}, got {self.learning_mode!r}"
+            )
+        if self.tokenizer not in ("byte", "char"):
+            raise ConfigError(f"tokenizer must be 'byte' or 'char', got {self.tokenizer!r}")
+        if not self.lr > 0 or self.min_lr < 0 or self.min_lr > self.lr:
+            raise ConfigError(f"need 0 <= min_lr <= lr and lr > 0, got lr={self.lr}, min_lr={self.min_lr}")
+        if self.warmup_steps < 0 or self.weight_decay < 0 or self.grad_clip < 0:
+            raise ConfigError("warmup_steps, weight_decay and grad_clip must be >= 0")
+        if not (0 <= self.beta1 < 1 and 0 <= self.beta2 < 1):
+            raise ConfigError(f"betas must be in [0, 1), got {self.beta1}, {self.beta2}")
+        if self.time_budget_s is not None and not self.time_budget_s > 0:
+            raise ConfigError(f"time_budget_s must be > 0, got {self.time_budget_s}")
+        if not isinstance(self.model_overrides, dict):
+            raise ConfigError("model_overrides must be a mapping of model config fields")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ConfigError(f"unknown training option(s): {', '.join(unknown)}")
+        try:
+            return cls(**data)
+        except TypeError as err:
+            raise ConfigError(f"bad training config: {err}") from None
+
+    def replace(self, **changes: Any) -> TrainConfig:
+        return TrainConfig.from_dict({**self.to_dict(), **changes})
+
+
+def read_config_file(path: str | Path) -> dict[str, Any]:
+    """Options from a .toml, .json or .yaml/.yml file (a flat mapping; `model_overrides` a table)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"no config file at '{path}'")
+    suffix = path.suffix.lower()
+    text = path.read_text()
+    try:
+        if suffix == ".toml":
+            try:
+                import tomllib
+            except ModuleNotFoundError:  # Python 3.10
+                import tomli as tomllib  # type: ignore[no-redef]
+            data = tomllib.loads(text)
+        elif suffix == ".json":
+            data = json.loads(text)
+        elif suffix in (".yaml", ".yml"):
+            try:
+                import yaml
+            except ModuleNotFoundError:
+                raise ConfigError("YAML config files need pyyaml (pip install pyyaml); use TOML or JSON") from None
+            data = yaml.safe_load(text)
+        else:
+            raise ConfigError(f"config file '{path}' must end in .toml, .json, .yaml or .yml")
+    except ConfigError:
+        raise
+    except Exception as err:  # each parser has its own error class
+        raise ConfigError(f"cannot parse config file '{path}': {err}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file '{path}' must hold a mapping of options")
+    # Accept dashes as in CLI flags: batch-size = 32.
+    return {str(k).replace("-", "_"): v for k, v in data.items()}
+
+
+def check_resume_compatible(saved: TrainConfig, requested: dict[str, Any], run_dir: Path) -> None:
+    """Refuse options that would change what the saved run is (model, data, batch, optimiser)."""
+    for name, value in requested.items():
+        if name in RESUMABLE_CHANGES:
+            continue
+        if getattr(saved, name) != value:
+            raise ConfigError(
+                f"run '{run_dir}' was trained with {name}={getattr(saved, name)!r}; "
+                f"cannot resume it with {name}={value!r} (start a new run instead)"
+            )

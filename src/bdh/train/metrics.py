@@ -1,0 +1,121 @@
+"""Training metrics: activity sparsity through the model's probe hooks, recurrent state
+norm, and the metrics.jsonl (+ optional TensorBoard) writer."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import fields, is_dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from bdh.errors import ConfigError
+
+
+class ActivityProbe:
+    """Fraction of exactly-zero entries in x_sparse and y_sparse, averaged over layers.
+
+    Hooks the identity modules `probe_x` / `probe_y` when a model has them; they only
+    measure while `active`, so ordinary steps pay nothing but a flag test.
+    """
+
+    def __init__(self, model: nn.Module):
+        self.active = False
+        self._values: dict[str, list[Tensor]] = {"x": [], "y": []}
+        self._handles = []
+        for attr, key in (("probe_x", "x"), ("probe_y", "y")):
+            module = getattr(model, attr, None)
+            if isinstance(module, nn.Module):
+                self._handles.append(module.register_forward_hook(self._hook(key)))
+
+    def _hook(self, key: str):
+        def hook(module: nn.Module, inputs: Any, output: Tensor) -> None:
+            if self.active:
+                self._values[key].append((output.detach() == 0).float().mean())
+
+        return hook
+
+    def collect(self) -> dict[str, float]:
+        """Mean sparsity since the last collect ({"sparsity_x", "sparsity_y"}), then reset."""
+        out = {f"sparsity_{k}": torch.stack(v).mean().item() for k, v in self._values.items() if v}
+        self._values = {"x": [], "y": []}
+        return out
+
+    def remove(self) -> None:
+        for handle in self._handles:
+            handle.remove()
+
+
+def _state_tensors(state: Any) -> list[Tensor]:
+    if isinstance(state, Tensor):
+        return [state]
+    if isinstance(state, (list, tuple)):
+        return [t for item in state for t in _state_tensors(item)]
+    if isinstance(state, dict):
+        return [t for item in state.values() for t in _state_tensors(item)]
+    if is_dataclass(state):
+        return [t for f in fields(state) for t in _state_tensors(getattr(state, f.name))]
+    return []
+
+
+@torch.no_grad()
+def state_norm(model: nn.Module, idx: Tensor) -> float | None:
+    """Frobenius norm of the recurrent state (BDH: rho of every layer) after reading idx [1, T].
+
+    None for models without the recurrent `init_state`/`prefill` interface.
+    """
+    if not (hasattr(model, "init_state") and hasattr(model, "prefill")):
+        return None
+    was_training = model.training
+    model.eval()
+    try:
+        _, state = model.prefill(idx, model.init_state(idx.shape[0]), all_logits=False)
+    finally:
+        model.train(was_training)
+    tensors = _state_tensors(state)
+    if not tensors:
+        return None
+    return float(torch.sqrt(sum((t.float() ** 2).sum() for t in tensors)).item())
+
+
+class MetricsWriter:
+    """Appends one JSON object per line to RUN_DIR/metrics.jsonl; mirrors to TensorBoard."""
+
+    def __init__(self, path: Path, tensorboard_dir: Path | None = None):
+        self.path = path
+        self._file = open(path, "a", encoding="utf-8")  # noqa: SIM115 - closed in close()
+        self._tb = None
+        if tensorboard_dir is not None:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+            except ImportError:
+                self._file.close()
+                raise ConfigError("--tensorboard needs the tensorboard package (pip install tensorboard)") from None
+            self._tb = SummaryWriter(str(tensorboard_dir))
+
+    def write(self, record: dict[str, Any]) -> None:
+        self._file.write(json.dumps(record) + "\n")
+        self._file.flush()
+        if self._tb is not None:
+            step = record["step"]
+            for key, value in record.items():
+                if key != "step" and isinstance(value, (int, float)):
+                    self._tb.add_scalar(key, value, step)
+
+    def close(self) -> None:
+        self._file.close()
+        if self._tb is not None:
+            self._tb.close()
+
+
+def read_metrics(path: Path) -> list[dict[str, Any]]:
+    """Parse metrics.jsonl, skipping a final line cut off by a crash."""
+    records = []
+    for line in path.read_text().splitlines():
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return records
