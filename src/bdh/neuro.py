@@ -177,11 +177,9 @@ def topk_mask(z: Tensor, k: Tensor | int) -> Tensor:
     if isinstance(k, int):
         idx = torch.topk(z, k, dim=-1).indices
         return torch.zeros_like(z, dtype=torch.bool).scatter_(-1, idx, True)
-    order = torch.argsort(z, dim=-1, descending=True, stable=True)
-    ranks = torch.empty_like(order).scatter_(
-        -1, order, torch.arange(z.shape[-1], device=z.device).expand_as(order)
-    )
-    return ranks < k.unsqueeze(-1)
+    idx = torch.topk(z, int(k.max()), dim=-1).indices  # sorted, largest first
+    keep = torch.arange(idx.shape[-1], device=z.device) < k.unsqueeze(-1)
+    return torch.zeros_like(z, dtype=torch.bool).scatter_(-1, idx, keep)
 
 
 @dataclass
@@ -265,7 +263,8 @@ class BDHNeuro(nn.Module):
         if c.threshold_ratio is not None:
             threshold = c.threshold_ratio * x.max(dim=-1, keepdim=True).values
             x = torch.where(x > threshold, x, torch.zeros_like(x))
-        a_star = torch.einsum("bdn,bn->bd", rho, x)
+        # x^T rho^T: batched matrix-vector products are far slower on CPU in the other order
+        a_star = torch.bmm(x.unsqueeze(1), rho.transpose(1, 2)).squeeze(1)
         a_hat = layernorm_row(a_star)
         if c.ln_before_Dy:
             y_core = a_hat @ self.Dy.t()
@@ -294,11 +293,14 @@ class BDHNeuro(nn.Module):
         if c.x_kwta_adaptive:
             k = (c.n * (c.x_kwta_base + c.x_kwta_gain * gain.double())).floor().long().clamp(1, c.n)
             x = x * topk_mask(x.detach(), k).to(x.dtype)
+        # rho_t = U * (forget * rho_{t-1} + gain * v x^T), as one fused op on [B, d, n]
+        decay = c.rho_decay
         if c.local_forget_eta > 0.0:
-            inactive = (x <= 0).to(rho.dtype).unsqueeze(1)
-            rho = rho * (1.0 - c.local_forget_eta * inactive)
-        inc = gain.view(-1, 1, 1) * v_in.unsqueeze(2) * x.unsqueeze(1)
-        rho = c.rho_decay * (rho + inc)
+            inactive = (x.detach() <= 0).to(rho.dtype).unsqueeze(1)
+            rho = rho * (decay * (1.0 - c.local_forget_eta * inactive))
+            decay = 1.0
+        v_scaled = (c.rho_decay * gain).unsqueeze(-1) * v_in
+        rho = torch.baddbmm(rho, v_scaled.unsqueeze(2), x.unsqueeze(1), beta=decay)
         return x, y, v_star, rho, gain, drive, a_hat if c.ln_before_Dy else a_star
 
     def run(
