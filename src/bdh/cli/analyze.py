@@ -65,3 +65,35 @@ def analyze(
         f"selective neurons {mono['significant_total']} (shuffled labels: "
         f"{mono['significant_with_shuffled_labels']})"
     )
+
+
+@app.command("app")
+@click.option("--bdh", "bdh_ckpt", type=click.Path(path_type=Path), default=None, help="BDH checkpoint (default: the cached tiny Shakespeare pair, trained on first use).")
+@click.option("--baseline", type=click.Path(path_type=Path), default=None, help="Transformer checkpoint to compare with (needed with --bdh).")
+@click.option("--port", type=click.IntRange(1, 65535), default=8501, show_default=True)
+@click.option("--headless", is_flag=True, help="Do not open a browser.")
+@click.option("--prepare", is_flag=True, help="Only train (or find) the default pair, print its paths and exit.")
+def app_command(bdh_ckpt: Path | None, baseline: Path | None, port: int, headless: bool, prepare: bool) -> None:
+    """The Streamlit visualizer: BDH next to a Transformer, seven views, all numbers measured."""
+    from bdh.app import app_cache_dir, ensure_default_pair, launch
+    from bdh.errors import BDHError
+
+    if (bdh_ckpt is None) != (baseline is None):
+        raise BDHError("give both --bdh and --baseline, or neither (to use the default pair)")
+    if bdh_ckpt is None:
+        from tqdm import tqdm
+
+        bars: dict[str, tqdm] = {}
+
+        def progress(model: str, step: int, steps: int) -> None:
+            bar = bars.setdefault(model, tqdm(total=steps, desc=f"training default {model}", unit="step"))
+            bar.update(step - bar.n)
+
+        print(f"default pair in {app_cache_dir()}")
+        bdh_ckpt, baseline = ensure_default_pair(on_progress=progress)
+        for bar in bars.values():
+            bar.close()
+    if prepare:
+        print(f"bdh: {bdh_ckpt}\nbaseline: {baseline}")
+        return
+    raise SystemExit(launch(bdh_ckpt, baseline, port, headless))

@@ -1,0 +1,151 @@
+"""Streamlit AppTest drives every tab; its numbers must equal the analysis library's."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+import torch
+
+from bdh.analysis import (
+    capture_activations,
+    capture_mlp_activations,
+    measure_state_memory,
+    model_graph_stats,
+    monosemanticity,
+    sparsity_stats,
+    state_trajectory,
+)
+from bdh.analysis.monosemantic import DEFAULT_CONCEPT_GROUPS
+from bdh.app import MAIN_SCRIPT
+from bdh.app.views import MEMORY_LENGTHS, kib, num, pct
+from bdh.checkpoint import load_checkpoint
+
+pytest.importorskip("streamlit")
+from streamlit.testing.v1 import AppTest  # noqa: E402
+
+PROMPT = "ROMEO:\nBut soft, what light through yonder window breaks?"
+TIMEOUT = 120
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def metrics(at: AppTest) -> dict[str, str]:
+    return {m.label: m.value for m in at.metric}
+
+
+@pytest.fixture
+def app(app_env) -> AppTest:
+    at = AppTest.from_file(str(MAIN_SCRIPT), default_timeout=TIMEOUT)
+    at.run()
+    at.sidebar.text_area(key="prompt").set_value(PROMPT)
+    at.sidebar.slider(key="layer").set_value(1)
+    at.sidebar.slider(key="head").set_value(1)
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+def test_every_tab_shows_the_library_numbers(app, app_env):
+    at = app
+    assert [t.label for t in at.tabs] == [
+        "Sparse Brain", "Memory Formation", "Monosemantic Neurons", "Graph Brain",
+        "3D Walkthrough", "Memory Scaling", "Live Training",
+    ]  # fmt: skip
+    bdh, tokenizer = load_checkpoint(app_env[0])
+    gpt, _ = load_checkpoint(app_env[1])
+    ids = tokenizer.encode(PROMPT)
+    idx = torch.tensor([ids])
+    got = metrics(at)
+
+    # header cards and Sparse Brain
+    acts = capture_activations(bdh, idx)
+    x = sparsity_stats(acts["x"])
+    tf = sparsity_stats(capture_mlp_activations(gpt, idx))
+    assert got["BDH neurons active"] == pct(x.overall)
+    assert got["Transformer MLP units active"] == pct(tf.overall)
+    for i, rate in enumerate(x.per_layer):
+        assert got[f"BDH layer {i} active"] == pct(rate)
+    assert got["BDH x*y active"] == pct(sparsity_stats(acts["xy"]).overall)
+    last = len(ids) - 1
+    active_last = int((acts["x"][1, 0, 1, last] != 0).sum())
+    assert got[f"Active neurons at token {last}"] == f"{active_last} / {bdh.config.neurons_per_head}"
+
+    # Memory Formation (layer 1, head 1, after every token)
+    traj = state_trajectory(bdh, ids, layer=1, head=1)
+    T = len(ids)
+    assert got[f"||rho|| after {T} tokens"] == num(float(traj.norm[-1, 1, 1]))
+    assert got[f"Effective rank after {T} tokens"] == num(float(traj.eff_rank[-1, 1, 1]), 2)
+    assert got["BDH state"] == got["State size (all layers)"] == kib(traj.nbytes)
+
+    # Monosemantic neurons
+    mono = monosemanticity(bdh, tokenizer, DEFAULT_CONCEPT_GROUPS)
+    assert got["Selective neurons (Bonferroni 0.05)"] == str(sum(mono.significant_per_group.values()))
+    assert got["Same test, shuffled labels"] == str(mono.significant_shuffled)
+    assert got["Neurons tested"] == f"{mono.n_tested:,}"
+    for name, count in mono.significant_per_group.items():
+        assert got[f"{name}: selective"] == str(count)
+
+    # Graph Brain (head 1)
+    g = model_graph_stats(bdh, 1)
+    assert got["Edges (head 1)"] == f"{g.n_edges:,}"
+    assert got["Modularity (Louvain)"] == num(g.modularity)
+    assert got["Random graph, same size"] == f"{num(g.random_modularity_mean)} ± {num(g.random_modularity_std)}"
+
+    # 3D walkthrough (last token, head 1, every layer)
+    on = int((acts["x"][:, 0, 1, last] != 0).sum())
+    total = bdh.config.n_layer * bdh.config.neurons_per_head
+    assert got[f"BDH active units at token {last}"] == f"{on:,} / {total:,}"
+
+    # Memory Scaling and the KV-cache card
+    for b, t in zip(measure_state_memory(bdh, MEMORY_LENGTHS), measure_state_memory(gpt, MEMORY_LENGTHS)):
+        assert got[f"{b['tokens']} tokens: BDH"] == kib(b["used_bytes"])
+        assert got[f"{t['tokens']} tokens: Transformer"] == kib(t["used_bytes"])
+    kv = measure_state_memory(gpt, [T])[0]
+    assert got[f"Transformer KV cache ({T} tokens)"] == kib(kv["used_bytes"])
+
+
+def test_sliders_and_groups_update_the_numbers(app, app_env):
+    at = app
+    bdh, tokenizer = load_checkpoint(app_env[0])
+    ids = tokenizer.encode(PROMPT)
+    at.slider(key="state_token").set_value(5).run()
+    traj = state_trajectory(bdh, ids, layer=1, head=1)
+    assert metrics(at)["||rho|| after 5 tokens"] == num(float(traj.norm[4, 1, 1]))
+    groups = {"Kin": ["father", "mother", "son"], "Beasts": ["dog", "wolf", "bear"]}
+    at.text_area(key="groups").set_value("Kin: father, mother, son\nBeasts: dog, wolf, bear").run()
+    assert not at.exception
+    mono = monosemanticity(bdh, tokenizer, groups)
+    assert metrics(at)["Beasts: selective"] == str(mono.significant_per_group["Beasts"])
+    at.text_area(key="groups").set_value("nonsense").run()
+    assert not at.exception
+    assert "Name: word, word" in at.error[0].value  # a malformed line is reported, not ignored
+
+
+def test_live_training_starts_streams_and_stops(app):
+    at = app
+    at.number_input(key="lt_steps").set_value(5000)
+    at.number_input(key="lt_batch").set_value(2)
+    at.number_input(key="lt_block").set_value(16)
+    at.button(key="lt_start").click().run()
+    assert not at.exception
+    run_dir = at.session_state["lt_dir"]
+    deadline = time.time() + 90
+    while time.time() < deadline and not (run_dir / "metrics.jsonl").is_file():
+        time.sleep(0.5)
+    while time.time() < deadline and (run_dir / "metrics.jsonl").stat().st_size == 0:
+        time.sleep(0.5)
+    at.run()
+    got = metrics(at)
+    assert got["Run"] == "running"
+    assert int(got["Step"].split(" / ")[0]) >= 1
+    at.button(key="lt_stop").click().run()
+    assert not at.exception
+    assert metrics(at)["Run"].startswith("stopped")
+    assert at.session_state["lt_proc"].returncode != 0
