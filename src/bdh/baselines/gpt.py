@@ -78,7 +78,12 @@ class GPTState:
         return self.k.shape[1]
 
     def nbytes(self) -> int:
+        """Bytes allocated (the whole block_size)."""
         return 2 * self.k.numel() * self.k.element_size()
+
+    def used_nbytes(self) -> int:
+        """Bytes holding the `position` tokens consumed so far (what a growing cache needs)."""
+        return self.nbytes() * self.position // self.k.shape[3]
 
 
 class Block(nn.Module):

@@ -13,6 +13,7 @@ from bdh.errors import BDHError
 # Command modules, each registering its commands on `app`.
 COMMAND_MODULES = [
     "bdh.cli.analyze",
+    "bdh.cli.compare",
     "bdh.cli.inference",
     "bdh.cli.train",
 ]
