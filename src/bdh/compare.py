@@ -45,7 +45,7 @@ DEFAULT_ENTRIES: dict[str, Entry] = {
             options=dict(prune_every=50, prune_threshold=0.005, homeostatic_scaling=True),
         ),
         Entry("bdh-hebbian", "bdh", learning_mode="hebbian", options=dict(prune_every=50, prune_threshold=0.005)),
-        Entry("neuro-backprop", "neuro", options=dict(model_overrides={"bptt": 64})),
+        Entry("neuro-backprop", "neuro", preset="small", options=dict(model_overrides={"bptt": 64})),
     )
 }  # fmt: skip
 
@@ -87,6 +87,16 @@ class CompareSettings:
             )
         if not self.contexts or min(self.contexts) < 1:
             raise ConfigError("context lengths must be positive")
+
+
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
 
 
 def _peak_rss_bytes() -> int:
@@ -220,7 +230,7 @@ def run_compare(settings: CompareSettings) -> dict[str, Any]:
         "settings": asdict(settings),
         "machine": {
             "platform": platform.platform(),
-            "processor": platform.processor() or platform.machine(),
+            "processor": _cpu_name(),
             "cpus": multiprocessing.cpu_count(),
             "torch": torch.__version__,
         },
