@@ -173,12 +173,15 @@ def effective_rank(mats: Tensor, eps: float = 1e-12) -> Tensor:
     return torch.exp(-(p * (p + eps).log()).sum(dim=-1))
 
 
-def topk_mask(z: Tensor, k: Tensor | int) -> Tensor:
-    """Boolean mask of the k largest entries of each row of z [B, n]; k: int or [B]."""
+def topk_mask(z: Tensor, k: Tensor | int, k_max: int | None = None) -> Tensor:
+    """Boolean mask of the k largest entries of each row of z [B, n]; k: int or [B]
+    (then k_max >= max(k) bounds it without reading k back from the device)."""
     if isinstance(k, int):
         idx = torch.topk(z, k, dim=-1).indices
         return torch.zeros_like(z, dtype=torch.bool).scatter_(-1, idx, True)
-    idx = torch.topk(z, int(k.max()), dim=-1).indices  # sorted, largest first
+    if k_max is None:
+        k_max = int(k.max())
+    idx = torch.topk(z, k_max, dim=-1).indices  # sorted, largest first
     keep = torch.arange(idx.shape[-1], device=z.device) < k.unsqueeze(-1)
     return torch.zeros_like(z, dtype=torch.bool).scatter_(-1, idx, keep)
 
@@ -232,6 +235,11 @@ class BDHNeuro(nn.Module):
         self.probe_x = nn.Identity()  # x_t [B, T, n] (after x inhibition)
         self.probe_y = nn.Identity()  # y_t [B, T, n]
         self.last_metrics: dict[str, float] = {}
+        # the gain never exceeds mod_gamma_max (1 when off), which bounds the adaptive x k-WTA
+        top_gain = config.mod_gamma_max if config.mod_gamma_max > 0 else 1.0
+        self._x_k_max = max(
+            1, min(config.n, int(config.n * (config.x_kwta_base + config.x_kwta_gain * top_gain)))
+        )
 
     # ---- the recurrence ------------------------------------------------------------
 
@@ -293,7 +301,7 @@ class BDHNeuro(nn.Module):
         gain = self._gain(v_star)
         if c.x_kwta_adaptive:
             k = (c.n * (c.x_kwta_base + c.x_kwta_gain * gain.double())).floor().long().clamp(1, c.n)
-            x = x * topk_mask(x.detach(), k).to(x.dtype)
+            x = x * topk_mask(x.detach(), k, self._x_k_max).to(x.dtype)
         # rho_t = U * (forget * rho_{t-1} + gain * v x^T), as one fused op on [B, d, n]
         decay = c.rho_decay
         if c.local_forget_eta > 0.0:
