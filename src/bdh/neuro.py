@@ -186,6 +186,50 @@ def topk_mask(z: Tensor, k: Tensor | int, k_max: int | None = None) -> Tensor:
     return torch.zeros_like(z, dtype=torch.bool).scatter_(-1, idx, keep)
 
 
+class _RhoRead(torch.autograd.Function):
+    """a = rho x for rho [B, d, n], x [B, n] -> [B, d].
+
+    Autograd's default backward goes through batched matrix-vector products in the
+    orientation that is slow on CPU; this one uses the fast orientation and an
+    elementwise outer product.
+    """
+
+    @staticmethod
+    def forward(ctx: Any, rho: Tensor, x: Tensor) -> Tensor:
+        ctx.save_for_backward(rho, x)
+        return torch.bmm(x.unsqueeze(1), rho.transpose(1, 2)).squeeze(1)
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, Tensor | None]:
+        rho, x = ctx.saved_tensors
+        grad_rho = grad.unsqueeze(2) * x.unsqueeze(1) if ctx.needs_input_grad[0] else None
+        grad_x = torch.bmm(grad.unsqueeze(1), rho).squeeze(1) if ctx.needs_input_grad[1] else None
+        return grad_rho, grad_x
+
+
+class _RhoWrite(torch.autograd.Function):
+    """rho' = keep * rho + v x^T for rho [B, d, n], v [B, d], x [B, n]; keep is a
+    constant [B, 1, n] column factor (decay and forgetting) or a float."""
+
+    @staticmethod
+    def forward(ctx: Any, rho: Tensor, v: Tensor, x: Tensor, keep: Tensor | float) -> Tensor:
+        ctx.save_for_backward(v, x)
+        ctx.keep = keep
+        return torch.addcmul(rho * keep, v.unsqueeze(2), x.unsqueeze(1))
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:
+        v, x = ctx.saved_tensors
+        grad_rho = grad * ctx.keep if ctx.needs_input_grad[0] else None
+        grad_v = (
+            torch.bmm(x.unsqueeze(1), grad.transpose(1, 2)).squeeze(1)
+            if ctx.needs_input_grad[1]
+            else None
+        )
+        grad_x = torch.bmm(v.unsqueeze(1), grad).squeeze(1) if ctx.needs_input_grad[2] else None
+        return grad_rho, grad_v, grad_x, None
+
+
 @dataclass
 class NeuroState:
     """Recurrent state of a batch: x [B, n] and rho [B, d, n]; position = tokens consumed."""
@@ -273,7 +317,7 @@ class BDHNeuro(nn.Module):
             threshold = c.threshold_ratio * x.max(dim=-1, keepdim=True).values
             x = torch.where(x > threshold, x, torch.zeros_like(x))
         # x^T rho^T: batched matrix-vector products are far slower on CPU in the other order
-        a_star = torch.bmm(x.unsqueeze(1), rho.transpose(1, 2)).squeeze(1)
+        a_star = _RhoRead.apply(rho, x)
         a_hat = layernorm_row(a_star)
         if c.ln_before_Dy:
             y_core = a_hat @ self.Dy.t()
@@ -302,14 +346,13 @@ class BDHNeuro(nn.Module):
         if c.x_kwta_adaptive:
             k = (c.n * (c.x_kwta_base + c.x_kwta_gain * gain.double())).floor().long().clamp(1, c.n)
             x = x * topk_mask(x.detach(), k, self._x_k_max).to(x.dtype)
-        # rho_t = U * (forget * rho_{t-1} + gain * v x^T), as one fused op on [B, d, n]
-        decay = c.rho_decay
+        # rho_t = U * (forget * rho_{t-1} + gain * v x^T)
+        keep: Tensor | float = c.rho_decay
         if c.local_forget_eta > 0.0:
             inactive = (x.detach() <= 0).to(rho.dtype).unsqueeze(1)
-            rho = rho * (decay * (1.0 - c.local_forget_eta * inactive))
-            decay = 1.0
+            keep = c.rho_decay * (1.0 - c.local_forget_eta * inactive)
         v_scaled = (c.rho_decay * gain).unsqueeze(-1) * v_in
-        rho = torch.baddbmm(rho, v_scaled.unsqueeze(2), x.unsqueeze(1), beta=decay)
+        rho = _RhoWrite.apply(rho, v_scaled, x, keep)
         return x, y, v_star, rho, gain, drive, a_hat if c.ln_before_Dy else a_star
 
     def run(

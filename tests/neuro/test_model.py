@@ -96,4 +96,20 @@ def test_topk_mask_with_a_k_per_row():
     for mask in (topk_mask(z, k), topk_mask(z, k, k_max=10)):
         assert mask.sum(-1).tolist() == [1, 4, 10]
         for row, kk in zip(range(3), k.tolist()):
-            assert set(mask[row].nonzero().view(-1).tolist()) == set(torch.topk(z[row], kk).indices.tolist())
+            assert set(mask[row].nonzero().view(-1).tolist()) == set(
+                torch.topk(z[row], kk).indices.tolist()
+            )
+
+
+def test_rho_read_and_write_gradients():
+    from bdh.neuro import _RhoRead, _RhoWrite
+
+    g = torch.Generator().manual_seed(0)
+    rho, x, v = (
+        torch.randn(*s, generator=g, dtype=torch.double, requires_grad=True)
+        for s in ((2, 3, 5), (2, 5), (2, 3))
+    )
+    keep = torch.rand(2, 1, 5, generator=g, dtype=torch.double)
+    assert torch.autograd.gradcheck(_RhoRead.apply, (rho, x))
+    assert torch.autograd.gradcheck(lambda r, a, b: _RhoWrite.apply(r, a, b, keep), (rho, v, x))
+    assert torch.autograd.gradcheck(lambda r, a, b: _RhoWrite.apply(r, a, b, 0.9), (rho, v, x))
