@@ -19,6 +19,15 @@ from bdh.errors import BDHError
 ENV_BDH = "BDH_APP_BDH"
 ENV_BASELINE = "BDH_APP_BASELINE"
 MAIN_SCRIPT = Path(__file__).with_name("main.py")
+TAB_NAMES = [
+    "Sparse Brain",
+    "Memory Formation",
+    "Monosemantic Neurons",
+    "Graph Brain",
+    "3D Walkthrough",
+    "Memory Scaling",
+    "Live Training",
+]
 
 
 def app_cache_dir() -> Path:
@@ -73,15 +82,22 @@ def ensure_default_pair(
     return paths[0], paths[1]
 
 
-def launch(bdh: Path, baseline: Path, port: int, headless: bool) -> int:
-    """Serve the app with Streamlit (blocks until it exits); returns its exit code."""
+def streamlit_command(bdh: Path, baseline: Path, port: int, headless: bool) -> tuple[list[str], dict[str, str]]:
+    """The command line and environment that serve the app on `port`."""
     for label, path in (("--bdh", bdh), ("--baseline", baseline)):
         if not _is_checkpoint(path):
             raise BDHError(f"{label} {path} is not a checkpoint directory")
     env = {**os.environ, ENV_BDH: str(bdh.resolve()), ENV_BASELINE: str(baseline.resolve())}
     cmd = [
         sys.executable, "-m", "streamlit", "run", str(MAIN_SCRIPT),
-        "--server.port", str(port), "--server.headless", str(headless).lower(),
+        "--server.port", str(port), "--server.address", "localhost",
+        "--server.headless", str(headless).lower(),
         "--browser.gatherUsageStats", "false", "--global.developmentMode", "false",
     ]  # fmt: skip
+    return cmd, env
+
+
+def launch(bdh: Path, baseline: Path, port: int, headless: bool) -> int:
+    """Serve the app with Streamlit (blocks until it exits); returns its exit code."""
+    cmd, env = streamlit_command(bdh, baseline, port, headless)
     return subprocess.call(cmd, env=env)

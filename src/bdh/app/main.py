@@ -6,20 +6,21 @@ from __future__ import annotations
 import os
 
 import streamlit as st
+import torch
 
-from bdh.app import ENV_BASELINE, ENV_BDH, ensure_default_pair
+from bdh.app import ENV_BASELINE, ENV_BDH, TAB_NAMES, ensure_default_pair
 from bdh.app import views as v
 
 DEFAULT_PROMPT = "First Citizen:\nBefore we proceed any further, hear me speak.\n\nAll:\nSpeak, speak."
 MAX_PROMPT_TOKENS = 192
-TABS = [
-    ("Sparse Brain", v.sparse_brain),
-    ("Memory Formation", v.memory_formation),
-    ("Monosemantic Neurons", v.monosemantic),
-    ("Graph Brain", v.graph_brain),
-    ("3D Walkthrough", v.walkthrough),
-    ("Memory Scaling", v.memory_scaling),
-    ("Live Training", v.live_training),
+VIEWS = [
+    v.sparse_brain,
+    v.memory_formation,
+    v.monosemantic,
+    v.graph_brain,
+    v.walkthrough,
+    v.memory_scaling,
+    v.live_training,
 ]
 
 
@@ -37,6 +38,10 @@ def default_pair() -> tuple[str, str]:
 
 def main() -> None:
     st.set_page_config(page_title="BDH Sparse Brain", layout="wide")
+    # The views run many small ops on small models (a token-by-token state scan), where
+    # thread hand-offs cost more than they gain: on a busy 2-core machine one BDH step
+    # took 0.38 s with 2 threads and 0.7 ms with 1. BDH_APP_THREADS overrides.
+    torch.set_num_threads(int(os.environ.get("BDH_APP_THREADS", "1")))
     bdh, baseline = os.environ.get(ENV_BDH), os.environ.get(ENV_BASELINE)
     if not bdh or not baseline:
         bdh, baseline = default_pair()
@@ -60,8 +65,7 @@ def main() -> None:
     session = v.Session(bdh=bdh, baseline=baseline, text=text, layer=layer, head=head)
     st.title("BDH Sparse Brain")
     v.header_cards(session)
-    tabs = st.tabs([name for name, _ in TABS])
-    for tab, (_, view) in zip(tabs, TABS):
+    for tab, view in zip(st.tabs(TAB_NAMES), VIEWS):
         with tab:
             view(session)
     st.divider()

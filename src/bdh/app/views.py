@@ -140,8 +140,8 @@ class Session:
         return load(self.bdh)[0].config
 
 
-def _dark(fig: go.Figure, title: str, height: int = 320) -> go.Figure:
-    fig.update_layout(title=title, height=height, margin=dict(l=40, r=20, t=50, b=40), template="plotly_dark")
+def _style(fig: go.Figure, title: str, height: int = 320) -> go.Figure:
+    fig.update_layout(title=title, height=height, margin=dict(l=40, r=20, t=50, b=40))
     return fig
 
 
@@ -185,7 +185,7 @@ def sparse_brain(s: Session) -> None:
         go.Bar(x=tf_layers, y=100 * tf["sparsity"].per_layer, name="Transformer MLP (GELU)", marker_color=TF_COLOR),
     ])  # fmt: skip
     fig.update_yaxes(title="% units nonzero", range=[0, 105])
-    st.plotly_chart(_dark(fig, "Active units per layer"), use_container_width=True)
+    st.plotly_chart(_style(fig, "Active units per layer"), use_container_width=True)
     cols = st.columns(len(layers))
     for i, col in enumerate(cols):
         col.metric(f"BDH layer {i} active", pct(x.per_layer[i]))
@@ -199,17 +199,17 @@ def sparse_brain(s: Session) -> None:
     heat = go.Figure(go.Heatmap(z=acts.T, colorscale="Oranges"))
     heat.update_xaxes(title="token")
     heat.update_yaxes(title="neuron")
-    left.plotly_chart(_dark(heat, f"BDH x_sparse, layer {s.layer} head {s.head}", 380), use_container_width=True)
+    left.plotly_chart(_style(heat, f"BDH x_sparse, layer {s.layer} head {s.head}", 380), use_container_width=True)
     hidden = tf["hidden"][min(s.layer, tf["hidden"].shape[0] - 1)]  # T, W
     heat_tf = go.Figure(go.Heatmap(z=hidden.T, colorscale="Blues"))
     heat_tf.update_xaxes(title="token")
     heat_tf.update_yaxes(title="MLP unit")
-    right.plotly_chart(_dark(heat_tf, "Transformer MLP hidden (GELU)", 380), use_container_width=True)
+    right.plotly_chart(_style(heat_tf, "Transformer MLP hidden (GELU)", 380), use_container_width=True)
 
     centers = 100 * (x.bin_edges[:-1] + x.bin_edges[1:]) / 2
     dist = go.Figure(go.Bar(x=centers, y=x.histogram, marker_color=BDH_COLOR))
     dist.update_xaxes(title="% neurons active in one (layer, head, token)")
-    st.plotly_chart(_dark(dist, "Distribution of activity", 280), use_container_width=True)
+    st.plotly_chart(_style(dist, "Distribution of activity", 280), use_container_width=True)
 
     st.markdown("#### Neuron inspector")
     ids = _ids(s.bdh, s.text)
@@ -245,13 +245,13 @@ def memory_formation(s: Session) -> None:
     heat = go.Figure(go.Heatmap(z=snap, colorscale="RdBu", zmid=0, zmin=-vmax, zmax=vmax))
     heat.update_xaxes(title="d (embedding)")
     heat.update_yaxes(title="neuron")
-    st.plotly_chart(_dark(heat, f"rho after {t} tokens", 420), use_container_width=True)
+    st.plotly_chart(_style(heat, f"rho after {t} tokens", 420), use_container_width=True)
     steps = np.arange(1, T + 1)
     left, right = st.columns(2)
     norm = go.Figure([go.Scatter(x=steps, y=traj.norm[:, i].mean(axis=1), name=f"layer {i}") for i in range(traj.norm.shape[1])])
-    left.plotly_chart(_dark(norm, "||rho||_F, mean over heads"), use_container_width=True)
+    left.plotly_chart(_style(norm, "||rho||_F, mean over heads"), use_container_width=True)
     rank = go.Figure([go.Scatter(x=steps, y=traj.eff_rank[:, i].mean(axis=1), name=f"layer {i}") for i in range(traj.eff_rank.shape[1])])
-    right.plotly_chart(_dark(rank, "Effective rank of rho, mean over heads"), use_container_width=True)
+    right.plotly_chart(_style(rank, "Effective rank of rho, mean over heads"), use_container_width=True)
 
 
 # ---- 3. monosemantic neurons ----------------------------------------------------------------
@@ -296,7 +296,7 @@ def monosemantic(s: Session) -> None:
     if top:
         u = top[0]["unit"]
         bars = go.Figure(go.Bar(x=result.groups, y=result.group_means[:, u], marker_color=BDH_COLOR))
-        st.plotly_chart(_dark(bars, f"Mean response of unit {'/'.join(map(str, top[0]['index']))} per group"), use_container_width=True)
+        st.plotly_chart(_style(bars, f"Mean response of unit {'/'.join(map(str, top[0]['index']))} per group"), use_container_width=True)
 
 
 # ---- 4. graph brain -----------------------------------------------------------------------
@@ -317,15 +317,15 @@ def graph_brain(s: Session) -> None:
     d[2].metric("Top hub degree", str(int(g.in_degree[g.hubs[0]] + g.out_degree[g.hubs[0]])) if g.hubs else "0")
     left, mid, right = st.columns(3)
     degree = g.in_degree + g.out_degree
-    left.plotly_chart(_dark(go.Figure(go.Histogram(x=degree, marker_color=BDH_COLOR)), "Degree (in + out)"), use_container_width=True)
+    left.plotly_chart(_style(go.Figure(go.Histogram(x=degree, marker_color=BDH_COLOR)), "Degree (in + out)"), use_container_width=True)
     centers = (g.weight_bin_edges[:-1] + g.weight_bin_edges[1:]) / 2
     weights = go.Figure(go.Bar(x=centers, y=g.weight_histogram, marker_color=BDH_COLOR))
     weights.add_vline(x=g.threshold, line_dash="dash", line_color="red")
     weights.update_yaxes(type="log")
-    mid.plotly_chart(_dark(weights, "Weights of G (log count)"), use_container_width=True)
+    mid.plotly_chart(_style(weights, "Weights of G (log count)"), use_container_width=True)
     sv = go.Figure(go.Scatter(y=g.singular_values[: s.config.n_embd], mode="lines", line_color="#22c55e"))
     sv.update_yaxes(type="log")
-    right.plotly_chart(_dark(sv, "Singular values of G"), use_container_width=True)
+    right.plotly_chart(_style(sv, "Singular values of G"), use_container_width=True)
     st.dataframe(
         {"hub neuron": g.hubs, "in-degree": [int(g.in_degree[h]) for h in g.hubs],
          "out-degree": [int(g.out_degree[h]) for h in g.hubs]},
@@ -363,7 +363,7 @@ def walkthrough(s: Session) -> None:
             marker=dict(size=np.concatenate(sizes), color=color, opacity=0.7),
         ))  # fmt: skip
         fig.update_layout(scene=dict(zaxis_title="layer", xaxis_title="", yaxis_title=""))
-        col.plotly_chart(_dark(fig, f"{name}: active units at token {t}", 520), use_container_width=True)
+        col.plotly_chart(_style(fig, f"{name}: active units at token {t}", 520), use_container_width=True)
         col.metric(f"{name} active units at token {t}", f"{int(on.sum()):,} / {on.size:,}")
 
 
@@ -379,7 +379,7 @@ def memory_scaling(s: Session) -> None:
     ])  # fmt: skip
     fig.update_xaxes(type="log", title="tokens read")
     fig.update_yaxes(title="MiB")
-    st.plotly_chart(_dark(fig, "Measured inference state, batch 1, float32"), use_container_width=True)
+    st.plotly_chart(_style(fig, "Measured inference state, batch 1, float32"), use_container_width=True)
     cols = st.columns(len(MEMORY_LENGTHS))
     for col, b, t in zip(cols, bdh_rows, tf_rows):
         col.metric(f"{b['tokens']} tokens: BDH", kib(b["used_bytes"]))
@@ -470,7 +470,7 @@ def live_training(s: Session) -> None:
             fig = go.Figure(go.Scatter(x=[r["step"] for r in train_rows], y=[r["loss"] for r in train_rows], name="train", line_color=BDH_COLOR))
             if val_rows:
                 fig.add_trace(go.Scatter(x=[r["step"] for r in val_rows], y=[r["val_loss"] for r in val_rows], name="val", mode="lines+markers", line_color=TF_COLOR))
-            st.plotly_chart(_dark(fig, "Loss (nats/token)"), use_container_width=True)
+            st.plotly_chart(_style(fig, "Loss (nats/token)"), use_container_width=True)
             if "tokens_per_s" in last:
                 st.caption(f"{last['tokens_per_s']:,.0f} tokens/s, {last.get('elapsed_s', 0):.0f} s elapsed")
 

@@ -73,7 +73,11 @@ def analyze(
 @click.option("--port", type=click.IntRange(1, 65535), default=8501, show_default=True)
 @click.option("--headless", is_flag=True, help="Do not open a browser.")
 @click.option("--prepare", is_flag=True, help="Only train (or find) the default pair, print its paths and exit.")
-def app_command(bdh_ckpt: Path | None, baseline: Path | None, port: int, headless: bool, prepare: bool) -> None:
+@click.option("--screenshots", type=click.Path(path_type=Path), default=None, help="Serve headless, open every tab in Chromium, save one PNG per tab here, then exit.")
+def app_command(
+    bdh_ckpt: Path | None, baseline: Path | None, port: int, headless: bool, prepare: bool,
+    screenshots: Path | None,
+) -> None:  # fmt: skip
     """The Streamlit visualizer: BDH next to a Transformer, seven views, all numbers measured."""
     from bdh.app import app_cache_dir, ensure_default_pair, launch
     from bdh.errors import BDHError
@@ -95,5 +99,15 @@ def app_command(bdh_ckpt: Path | None, baseline: Path | None, port: int, headles
             bar.close()
     if prepare:
         print(f"bdh: {bdh_ckpt}\nbaseline: {baseline}")
+        return
+    if screenshots is not None:
+        import tempfile
+
+        from bdh.app.browser import screenshot_tabs, serve
+
+        log = Path(tempfile.gettempdir()) / f"bdh-app-{port}.log"
+        with serve(bdh_ckpt, baseline, port, log) as url:
+            for path in screenshot_tabs(url, screenshots):
+                print(f"wrote {path}")
         return
     raise SystemExit(launch(bdh_ckpt, baseline, port, headless))
