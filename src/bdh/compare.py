@@ -15,6 +15,7 @@ import multiprocessing
 import platform
 import resource
 import sys
+import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -221,6 +222,7 @@ def run_compare(settings: CompareSettings) -> dict[str, Any]:
     out = Path(settings.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     results = []
+    started = time.perf_counter()
     ctx = multiprocessing.get_context("spawn")
     for name in settings.entries:
         entry = asdict(DEFAULT_ENTRIES[name])
@@ -234,6 +236,7 @@ def run_compare(settings: CompareSettings) -> dict[str, Any]:
             "cpus": multiprocessing.cpu_count(),
             "torch": torch.__version__,
         },
+        "wall_time_s": time.perf_counter() - started,
         "summary": [summarize(r) for r in results],
         "runs": results,
     }
@@ -258,7 +261,8 @@ def markdown_report(report: dict[str, Any]) -> str:
         f"{s['steps']} steps of {s['batch_size']} x {s['block_size']} tokens ({tokens:,} tokens) per model, "
         f"lr {s['lr']}, Hebbian lr {s['hebbian_lr']}; validation loss on the first {s['eval_tokens']:,} "
         f"validation tokens. Machine: {report['machine']['processor']}, {report['machine']['cpus']} CPUs, "
-        f"torch {report['machine']['torch']}.",
+        f"torch {report['machine']['torch']}. Wall time of the whole comparison: "
+        f"{_fmt(report.get('wall_time_s'), '.0f')} s.",
         "",
         "| model | params | val loss | val bits/byte | tokens/s | peak RSS (MiB) | activation sparsity | weight sparsity |",
         "|---|---:|---:|---:|---:|---:|---:|---:|",
