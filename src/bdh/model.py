@@ -22,12 +22,12 @@ from torch import Tensor, nn
 
 from bdh.config import BDHConfig
 from bdh.ops.attention import causal_linear_attention, linear_attention_step
-from bdh.ops.rope import apply_rope, rope_cos_sin, rope_frequencies
+from bdh.ops.rope import apply_rope_phasors, rope_frequencies, rope_phasors
 
 # Prompts are prefilled this many tokens at a time, so memory does not grow with T.
 PREFILL_CHUNK = 1024
-# RoPE tables are cached for training lengths up to this many elements (T * N).
-ROPE_CACHE_MAX_ELEMENTS = 1 << 24
+# RoPE phasors are cached for positions up to this many complex elements (T * N / 2).
+ROPE_CACHE_MAX_ELEMENTS = 1 << 22
 
 
 @dataclass
@@ -56,35 +56,39 @@ class RotaryLinearAttention(nn.Module):
         super().__init__()
         n = config.neurons_per_head
         self.freqs = nn.Buffer(rope_frequencies(n).view(1, 1, 1, n))
-        self._rope_cache: tuple[Tensor, Tensor] | None = None
+        self._phasor_cache: Tensor | None = None
 
-    def _cos_sin(self, start: int, length: int) -> tuple[Tensor, Tensor]:
+    def phasors(self, start: int, length: int) -> Tensor:
+        """RoPE phasors of positions start..start+length-1, complex [length, N/2].
+
+        Computed once per forward (all layers share them) and cached for short positions,
+        instead of recomputing cos/sin of every position in every layer.
+        """
         freqs = self.freqs.view(-1)
-        if start + length > (ROPE_CACHE_MAX_ELEMENTS // freqs.numel()):
-            return rope_cos_sin(start, length, freqs)
-        cache = self._rope_cache
+        limit = ROPE_CACHE_MAX_ELEMENTS // freqs.numel() * 2
+        if start + length > limit:
+            return rope_phasors(start, length, freqs)
+        cache = self._phasor_cache
         if (
             cache is None
-            or cache[0].shape[0] < start + length
-            or cache[0].dtype != freqs.dtype
-            or cache[0].device != freqs.device
+            or cache.shape[0] < start + length
+            or cache.real.dtype != freqs.dtype
+            or cache.device != freqs.device
         ):
-            size = max(start + length, 256 if cache is None else 2 * cache[0].shape[0])
-            size = min(size, ROPE_CACHE_MAX_ELEMENTS // freqs.numel())
-            cache = self._rope_cache = rope_cos_sin(0, size, freqs)
-        return cache[0][start : start + length], cache[1][start : start + length]
+            size = min(max(start + length, 256 if cache is None else 2 * cache.shape[0]), limit)
+            cache = self._phasor_cache = rope_phasors(0, size, freqs)
+        return cache[start : start + length]
 
     def forward(
-        self, x_sparse: Tensor, v: Tensor, state: Tensor | None = None, start: int = 0
+        self, x_sparse: Tensor, v: Tensor, phasors: Tensor, state: Tensor | None = None
     ) -> Tensor:
-        """x_sparse: [B, H, T, N] (queries = keys); v: [B, 1, T, D].
+        """x_sparse: [B, H, T, N] (queries = keys); v: [B, 1, T, D]; phasors: [T, N/2].
 
-        With `state` [B, H, N, D] the tokens continue a sequence at position `start`
-        and the state is updated in place.
+        With `state` [B, H, N, D] the tokens continue a sequence and the state is
+        updated in place.
         """
         T = x_sparse.shape[-2]
-        cos, sin = self._cos_sin(start, T)
-        qr = apply_rope(x_sparse, cos, sin)
+        qr = apply_rope_phasors(x_sparse, phasors)
         if state is None:
             out, _ = causal_linear_attention(qr, qr, v)
         elif T == 1:
@@ -122,11 +126,19 @@ class BDH(nn.Module):
         """Parameter-free LayerNorm over the last dimension."""
         return F.layer_norm(x, (x.shape[-1],))
 
-    def layer(self, x: Tensor, state: Tensor | None = None, start: int = 0) -> Tensor:
-        """One BDH layer on x [B, 1, T, D] (weights shared by all layers)."""
+    def layer(
+        self, x: Tensor, state: Tensor | None = None, start: int = 0, phasors: Tensor | None = None
+    ) -> Tensor:
+        """One BDH layer on x [B, 1, T, D] (weights shared by all layers).
+
+        The tokens sit at positions start..start+T-1; `phasors` (from `attn.phasors`) may be
+        passed in so that all layers of a forward share one RoPE table.
+        """
         B, _, T, D = x.shape
+        if phasors is None:
+            phasors = self.attn.phasors(start, T)
         x_sparse = self.probe_x(F.relu(x @ self.encoder))  # B, H, T, N
-        y_kv = self.probe_attn(self.ln(self.attn(x_sparse, x, state, start)))  # B, H, T, D
+        y_kv = self.probe_attn(self.ln(self.attn(x_sparse, x, phasors, state)))  # B, H, T, D
         y_sparse = self.probe_y(F.relu(y_kv @ self.encoder_v))  # B, H, T, N
         xy_sparse = self.drop(self.probe_xy(x_sparse * y_sparse))
         y_mlp = xy_sparse.transpose(1, 2).reshape(B, 1, T, -1) @ self.decoder  # B, 1, T, D
@@ -137,8 +149,9 @@ class BDH(nn.Module):
         B, T = idx.shape
         x = self.ln(self.embed(idx).unsqueeze(1))  # B, 1, T, D
         start = 0 if state is None else state.position
+        phasors = self.attn.phasors(start, T)
         for level in range(self.config.n_layer):
-            x = self.layer(x, None if state is None else state.kv[level], start)
+            x = self.layer(x, None if state is None else state.kv[level], start, phasors)
         if state is not None:
             state.position += T
         return x.view(B, T, -1)

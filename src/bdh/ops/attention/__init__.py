@@ -1,6 +1,8 @@
 """Strictly causal linear attention (the diagonal excluded), in three equal forms.
 
 - `naive`: the quadratic masked form, the reference.
+- `parallel`: the quadratic form for shared queries and keys (q is k, as in BDH) with a
+  hand-written backward; the training path for short sequences.
 - `chunked`: linear in T with bounded memory, for long sequences.
 - `recurrent`: per-token updates of a [B, H, N, D] state, for decoding.
 
@@ -15,9 +17,10 @@ from torch import Tensor
 
 from bdh.ops.attention.chunked import DEFAULT_CHUNK_SIZE, causal_linear_attention_chunked
 from bdh.ops.attention.naive import causal_linear_attention_naive
+from bdh.ops.attention.parallel import shared_qk_causal_attention
 from bdh.ops.attention.recurrent import causal_linear_attention_recurrent, linear_attention_step
 
-Mode = Literal["auto", "naive", "chunked", "recurrent"]
+Mode = Literal["auto", "naive", "parallel", "chunked", "recurrent"]
 
 # Above this length the T x T score matrix costs more than carrying the state.
 QUADRATIC_MAX_LEN = 512
@@ -32,9 +35,21 @@ def causal_linear_attention(
     mode: Mode = "auto",
     chunk_size: int = DEFAULT_CHUNK_SIZE,
 ) -> tuple[Tensor, Tensor | None]:
-    """Dispatch to one of the equal forms; see `causal_linear_attention_naive` for shapes."""
+    """Dispatch to one of the equal forms; see `causal_linear_attention_naive` for shapes.
+
+    "auto" takes a quadratic form up to QUADRATIC_MAX_LEN tokens (the hand-written
+    `parallel` one when q is k and no state goes in or out) and the chunked form beyond.
+    """
+    stateless = initial_state is None and not output_final_state
     if mode == "auto":
-        mode = "naive" if q.shape[-2] <= QUADRATIC_MAX_LEN else "chunked"
+        if q.shape[-2] > QUADRATIC_MAX_LEN:
+            mode = "chunked"
+        else:
+            mode = "parallel" if (q is k and stateless) else "naive"
+    if mode == "parallel":
+        if q is not k or not stateless:
+            raise ValueError("the parallel form needs q is k, no initial state and no final state")
+        return shared_qk_causal_attention(q, v), None
     if mode == "naive":
         return causal_linear_attention_naive(q, k, v, initial_state, output_final_state)
     if mode == "chunked":
@@ -53,4 +68,5 @@ __all__ = [
     "causal_linear_attention_naive",
     "causal_linear_attention_recurrent",
     "linear_attention_step",
+    "shared_qk_causal_attention",
 ]

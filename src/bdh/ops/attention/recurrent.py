@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import torch
 from torch import Tensor
 
 
@@ -9,12 +10,16 @@ def linear_attention_step(q: Tensor, k: Tensor, v: Tensor, state: Tensor) -> Ten
     """Read the state, then write the current token into it (in place).
 
     Args:
-        q, k: [B, H, N]; v: [B, H or 1, D]; state: [B, H, N, D], updated in place.
+        q, k: [B, H, N]; v: [B, H or 1, D]; state: [B, H, N, D] contiguous, updated in place.
     Returns:
         o: [B, H, D], the attention output of this token over earlier tokens only.
     """
-    o = (q.unsqueeze(-2) @ state).squeeze(-2)
-    state.add_(k.unsqueeze(-1) * v.unsqueeze(-2))
+    B, H, N = q.shape
+    D = state.shape[-1]
+    flat = state.view(B * H, N, D)
+    o = torch.bmm(q.reshape(B * H, 1, N), flat).view(B, H, D)
+    # Rank-1 write as one fused pass over the state (no [B, H, N, D] temporary).
+    flat.baddbmm_(k.reshape(B * H, N, 1), v.expand(B, H, D).reshape(B * H, 1, D))
     return o
 
 
