@@ -430,11 +430,12 @@ class BDHNeuro(nn.Module):
     ) -> tuple[Tensor, Tensor | None]:
         """idx, targets: [B, T] -> logits [B, T, vocab], loss or None.
 
-        Each sequence starts from the zero state. `last_metrics` holds this call's
-        activity metrics (see `step_metrics`).
+        Each sequence starts from the zero state. In training mode `last_metrics` holds
+        this call's activity metrics (see `step_metrics`).
         """
         trace, state = self.run(idx, generator=generator)
-        self.last_metrics = self.step_metrics(trace, state)
+        if self.training:  # read by the learning rules; an SVD per call is wasted in evaluation
+            self.last_metrics = self.step_metrics(trace, state)
         logits = self.head(trace.v)
         loss = None
         if targets is not None:
