@@ -279,11 +279,11 @@ class BDHNeuro(nn.Module):
         self.probe_x = nn.Identity()  # x_t [B, T, n] (after x inhibition)
         self.probe_y = nn.Identity()  # y_t [B, T, n]
         self.last_metrics: dict[str, float] = {}
-        # the gain never exceeds mod_gamma_max (1 when off), which bounds the adaptive x k-WTA
+        # the gain never exceeds mod_gamma_max (1 when off), which bounds the adaptive x
+        # k-WTA; +1 covers the float32 gain rounding up across an integer
         top_gain = config.mod_gamma_max if config.mod_gamma_max > 0 else 1.0
-        self._x_k_max = max(
-            1, min(config.n, int(config.n * (config.x_kwta_base + config.x_kwta_gain * top_gain)))
-        )
+        top_k = int(config.n * (config.x_kwta_base + config.x_kwta_gain * top_gain)) + 1
+        self._x_k_max = max(1, min(config.n, top_k))
 
     # ---- the recurrence ------------------------------------------------------------
 
@@ -304,7 +304,7 @@ class BDHNeuro(nn.Module):
     ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
         """One token for every row: v_in [B, d], x [B, n], rho [B, d, n].
 
-        Returns x_t, y_t, v*_t, rho_t, gain, drive, LN(a*) (the last two for probes).
+        Returns x_t, y_t, v*_t, rho_t, gain, drive and Dy's input (the last two for probes).
         """
         c = self.config
         drive = v_in @ self.Dx.t()
@@ -318,11 +318,8 @@ class BDHNeuro(nn.Module):
             x = torch.where(x > threshold, x, torch.zeros_like(x))
         # x^T rho^T: batched matrix-vector products are far slower on CPU in the other order
         a_star = _RhoRead.apply(rho, x)
-        a_hat = layernorm_row(a_star)
-        if c.ln_before_Dy:
-            y_core = a_hat @ self.Dy.t()
-        else:
-            y_core = a_star @ self.Dy.t()
+        dy_in = layernorm_row(a_star) if c.ln_before_Dy else a_star
+        y_core = dy_in @ self.Dy.t()
         if c.branches > 0:
             # The references split Dy's rows into branches and apply the nonlinearity to
             # each part; it is elementwise, so applying it to the whole is the same.
@@ -353,7 +350,7 @@ class BDHNeuro(nn.Module):
             keep = c.rho_decay * (1.0 - c.local_forget_eta * inactive)
         v_scaled = (c.rho_decay * gain).unsqueeze(-1) * v_in
         rho = _RhoWrite.apply(rho, v_scaled, x, keep)
-        return x, y, v_star, rho, gain, drive, a_hat if c.ln_before_Dy else a_star
+        return x, y, v_star, rho, gain, drive, dy_in
 
     def run(
         self,
