@@ -77,8 +77,14 @@ def _raise_on_errors(page: Any, where: str) -> None:
         raise AppBrowserError(f"{where} shows an error: {errors.first.inner_text()[:500]}")
 
 
-def screenshot_tabs(url: str, out_dir: Path, timeout_s: float = 180) -> list[Path]:
-    """Open every tab of the app at url; save out_dir/<n>-<tab>.png; raise on any error."""
+def screenshot_tabs(
+    url: str, out_dir: Path, timeout_s: float = 180, live_training_s: float = 0
+) -> list[Path]:
+    """Open every tab of the app at url; save out_dir/<n>-<tab>.png; raise on any error.
+
+    With live_training_s > 0 the Live Training tab starts a run, is captured that many
+    seconds later, and the run is stopped.
+    """
     from playwright.sync_api import sync_playwright
 
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -103,10 +109,17 @@ def screenshot_tabs(url: str, out_dir: Path, timeout_s: float = 180) -> list[Pat
                 page.get_by_role("tab", name=name).click()
                 page.wait_for_selector(IDLE_SELECTOR, timeout=timeout_s * 1000)
                 page.wait_for_timeout(800)  # plotly draws after the tab becomes visible
+                live = name == "Live Training" and live_training_s > 0
+                if live:
+                    page.get_by_role("button", name="Start training").click()
+                    page.wait_for_timeout(live_training_s * 1000)
                 _raise_on_errors(page, f"tab {name!r}")
                 path = out_dir / f"{number}-{_slug(name)}.png"
                 page.screenshot(path=str(path), full_page=True)
                 paths.append(path)
+                if live:
+                    page.get_by_role("button", name="Stop (SIGTERM)").click()
+                    page.wait_for_selector(IDLE_SELECTOR, timeout=timeout_s * 1000)
         finally:
             browser.close()
     if outside:

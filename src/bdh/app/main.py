@@ -47,6 +47,9 @@ def main() -> None:
         bdh, baseline = default_pair()
     model, tokenizer = v.load(bdh)
     v.load(baseline)
+    if getattr(model, "model_type", None) != "bdh":
+        st.error(f"{bdh} holds a {model.model_type!r} model; the visualizer needs a BDH checkpoint.")
+        st.stop()
     c = model.config
     with st.sidebar:
         st.markdown("### Input")

@@ -440,7 +440,7 @@ def live_training(s: Session) -> None:
         run_dir.parent.mkdir(parents=True, exist_ok=True)
         log = open(run_dir.parent / f"{run_dir.name}.log", "w")  # noqa: SIM115  # the child owns it
         state["lt_proc"] = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
-        state["lt_dir"], state["lt_steps_total"] = run_dir, int(steps)
+        state["lt_dir"], state["lt_steps_total"], state["lt_cmd"] = run_dir, int(steps), cmd
         running = True
     if stop.button("Stop (SIGTERM)", disabled=not running, key="lt_stop"):
         state["lt_proc"].send_signal(signal.SIGTERM)
@@ -449,7 +449,7 @@ def live_training(s: Session) -> None:
     if "lt_dir" not in state:
         st.info("Start a run: `bdh train` in a subprocess on tiny Shakespeare; its metrics.jsonl streams here.")
         return
-    st.caption("`" + " ".join(training_command(model, int(steps), int(batch), int(block), state["lt_dir"])[1:]) + "`")
+    st.caption("`" + " ".join(state["lt_cmd"][1:]) + "`")
 
     @st.fragment(run_every=1.0 if running else None)
     def progress() -> None:

@@ -73,7 +73,7 @@ def analyze(
 @click.option("--port", type=click.IntRange(1, 65535), default=8501, show_default=True)
 @click.option("--headless", is_flag=True, help="Do not open a browser.")
 @click.option("--prepare", is_flag=True, help="Only train (or find) the default pair, print its paths and exit.")
-@click.option("--screenshots", type=click.Path(path_type=Path), default=None, help="Serve headless, open every tab in Chromium, save one PNG per tab here, then exit.")
+@click.option("--screenshots", type=click.Path(path_type=Path), default=None, help="Serve headless, open every tab in Chromium (Live Training: a 90 s run), save one PNG per tab here, then exit.")
 def app_command(
     bdh_ckpt: Path | None, baseline: Path | None, port: int, headless: bool, prepare: bool,
     screenshots: Path | None,
@@ -107,7 +107,7 @@ def app_command(
 
         log = Path(tempfile.gettempdir()) / f"bdh-app-{port}.log"
         with serve(bdh_ckpt, baseline, port, log) as url:
-            for path in screenshot_tabs(url, screenshots):
+            for path in screenshot_tabs(url, screenshots, live_training_s=90):
                 print(f"wrote {path}")
         return
     raise SystemExit(launch(bdh_ckpt, baseline, port, headless))
