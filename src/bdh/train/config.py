@@ -42,9 +42,9 @@ class TrainConfig:
     steps: int = 300
     batch_size: int = 32
     micro_batch_size: int | None = None  # rows per forward on one rank; None = batch / ranks
-    block_size: int = 128
-    lr: float = 3e-3
-    min_lr: float = 3e-4
+    block_size: int = 64
+    lr: float = 6e-3
+    min_lr: float = 6e-4
     schedule: str = "cosine"
     warmup_steps: int = 20
     weight_decay: float = 0.1
