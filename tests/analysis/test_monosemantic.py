@@ -17,7 +17,9 @@ def test_mann_whitney_matches_scipy_with_ties():
     x = rng.integers(0, 4, (30, 50)).astype(float)
     inside = np.zeros(30, bool)
     inside[:6] = True
-    expected = mannwhitneyu(x[inside], x[~inside], axis=0, alternative="greater", method="asymptotic")
+    expected = mannwhitneyu(
+        x[inside], x[~inside], axis=0, alternative="greater", method="asymptotic"
+    )
     assert np.allclose(mann_whitney_greater(x, inside), expected.pvalue)
     x[:, 3] = 2.0  # constant: nothing to rank
     assert mann_whitney_greater(x, inside)[3] == 1.0

@@ -75,7 +75,9 @@ def test_every_tab_shows_the_library_numbers(app, app_env):
     assert got["BDH x*y active"] == pct(sparsity_stats(acts["xy"]).overall)
     last = len(ids) - 1
     active_last = int((acts["x"][1, 0, 1, last] != 0).sum())
-    assert got[f"Active neurons at token {last}"] == f"{active_last} / {bdh.config.neurons_per_head}"
+    assert (
+        got[f"Active neurons at token {last}"] == f"{active_last} / {bdh.config.neurons_per_head}"
+    )
 
     # Memory Formation (layer 1, head 1, after every token)
     traj = state_trajectory(bdh, ids, layer=1, head=1)
@@ -86,7 +88,9 @@ def test_every_tab_shows_the_library_numbers(app, app_env):
 
     # Monosemantic neurons
     mono = monosemanticity(bdh, tokenizer, DEFAULT_CONCEPT_GROUPS)
-    assert got["Selective neurons (Bonferroni 0.05)"] == str(sum(mono.significant_per_group.values()))
+    assert got["Selective neurons (Bonferroni 0.05)"] == str(
+        sum(mono.significant_per_group.values())
+    )
     assert got["Same test, shuffled labels"] == str(mono.significant_shuffled)
     assert got["Neurons tested"] == f"{mono.n_tested:,}"
     for name, count in mono.significant_per_group.items():
@@ -96,7 +100,10 @@ def test_every_tab_shows_the_library_numbers(app, app_env):
     g = model_graph_stats(bdh, 1)
     assert got["Edges (head 1)"] == f"{g.n_edges:,}"
     assert got["Modularity (Louvain)"] == num(g.modularity)
-    assert got["Random graph, same size"] == f"{num(g.random_modularity_mean)} ± {num(g.random_modularity_std)}"
+    assert (
+        got["Random graph, same size"]
+        == f"{num(g.random_modularity_mean)} ± {num(g.random_modularity_std)}"
+    )
 
     # 3D walkthrough (last token, head 1, every layer)
     on = int((acts["x"][:, 0, 1, last] != 0).sum())
@@ -104,7 +111,9 @@ def test_every_tab_shows_the_library_numbers(app, app_env):
     assert got[f"BDH active units at token {last}"] == f"{on:,} / {total:,}"
 
     # Memory Scaling and the KV-cache card
-    for b, t in zip(measure_state_memory(bdh, MEMORY_LENGTHS), measure_state_memory(gpt, MEMORY_LENGTHS)):
+    for b, t in zip(
+        measure_state_memory(bdh, MEMORY_LENGTHS), measure_state_memory(gpt, MEMORY_LENGTHS)
+    ):
         assert got[f"{b['tokens']} tokens: BDH"] == kib(b["used_bytes"])
         assert got[f"{t['tokens']} tokens: Transformer"] == kib(t["used_bytes"])
     kv = measure_state_memory(gpt, [T])[0]

@@ -11,8 +11,12 @@ import pytest
 from bdh.app import TAB_NAMES
 
 pytestmark = [
-    pytest.mark.skipif(not Path("/usr/bin/chromium").exists(), reason="/usr/bin/chromium not installed"),
-    pytest.mark.skipif(shutil.which("streamlit") is None and not os.environ.get("PATH"), reason="no streamlit"),
+    pytest.mark.skipif(
+        not Path("/usr/bin/chromium").exists(), reason="/usr/bin/chromium not installed"
+    ),
+    pytest.mark.skipif(
+        shutil.which("streamlit") is None and not os.environ.get("PATH"), reason="no streamlit"
+    ),
 ]
 
 
@@ -23,7 +27,9 @@ def test_every_tab_opens_without_errors(app_pair, tmp_path, monkeypatch):
     monkeypatch.setenv("BDH_CACHE_DIR", str(tmp_path / "cache"))
     with serve(*app_pair, free_port(), tmp_path / "streamlit.log") as url:
         shots = screenshot_tabs(url, tmp_path / "shots")
-    assert [p.name.split("-", 1)[0] for p in shots] == [str(i) for i in range(1, len(TAB_NAMES) + 1)]
+    assert [p.name.split("-", 1)[0] for p in shots] == [
+        str(i) for i in range(1, len(TAB_NAMES) + 1)
+    ]
     for path in shots:
         assert path.stat().st_size > 10_000  # a rendered page, not a blank one
 

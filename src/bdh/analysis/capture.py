@@ -71,7 +71,9 @@ def capture_activations(
     if unknown:
         raise BDHError(f"unknown signal(s) {unknown}; choose from {list(BDH_PROBES)}")
     if not all(hasattr(model, BDH_PROBES[s]) for s in signals):
-        raise BDHError(f"model type {getattr(model, 'model_type', '?')!r} has no BDH activity probes")
+        raise BDHError(
+            f"model type {getattr(model, 'model_type', '?')!r} has no BDH activity probes"
+        )
     store: dict[str, list[Tensor]] = {}
     n_layer = model.config.n_layer
     with _hooks({s: getattr(model, BDH_PROBES[s]) for s in signals}, store):
@@ -107,7 +109,9 @@ def capture_mlp_activations(model: nn.Module, idx: Tensor) -> Tensor:
         return xy.permute(0, 1, 3, 2, 4).reshape(L, B, 1, T, H * N)
     modules = _activation_modules(model)
     if not modules:
-        raise BDHError(f"model type {getattr(model, 'model_type', '?')!r} has no activation modules to hook")
+        raise BDHError(
+            f"model type {getattr(model, 'model_type', '?')!r} has no activation modules to hook"
+        )
     store: dict[str, list[Tensor]] = {}
     with _hooks({str(i): m for i, m in enumerate(modules)}, store):
         model(idx)

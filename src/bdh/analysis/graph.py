@@ -32,7 +32,9 @@ def neuron_graph(model: nn.Module, head: int) -> np.ndarray:
     """G_h = decoder[h] @ encoder[h]: [N, N] for head `head` of a BDH model."""
     c = model.config
     if not hasattr(model, "decoder") or not hasattr(model, "encoder"):
-        raise BDHError(f"model type {getattr(model, 'model_type', '?')!r} has no BDH encoder/decoder")
+        raise BDHError(
+            f"model type {getattr(model, 'model_type', '?')!r} has no BDH encoder/decoder"
+        )
     if not 0 <= head < c.n_head:
         raise BDHError(f"head {head} out of range for {c.n_head} heads")
     N, D = c.neurons_per_head, c.n_embd
@@ -165,7 +167,9 @@ def graph_stats(
         weight_skew=float((z**3).mean()),
         weight_excess_kurtosis=float((z**4).mean() - 3.0),
         tail_fraction=float((w > tau).mean()),
-        gaussian_tail_fraction=0.5 * math.erfc((tau - mean) / (std * math.sqrt(2))) if std > 0 else 0.0,
+        gaussian_tail_fraction=0.5 * math.erfc((tau - mean) / (std * math.sqrt(2)))
+        if std > 0
+        else 0.0,
         in_degree=in_degree,
         out_degree=out_degree,
         hubs=hubs,

@@ -120,7 +120,9 @@ class MonosemanticResult:
 
     def unit_index(self, unit: int) -> list[int]:
         """Multi-index of a flat unit (layer, head, neuron) or (head, neuron, dim)."""
-        return [int(i) for i in np.unravel_index(unit, self.unit_shape)] if self.unit_shape else [unit]
+        return (
+            [int(i) for i in np.unravel_index(unit, self.unit_shape)] if self.unit_shape else [unit]
+        )
 
     def top_units(self, k: int = 20) -> list[dict[str, Any]]:
         """The k units with the smallest p-value for their preferred group."""
@@ -215,7 +217,9 @@ def selectivity_analysis(
         p_values=p,
         alpha=corrected,
         n_tested=n_tested,
-        significant_per_group={name: int((p[g] < corrected).sum()) for g, name in enumerate(groups)},
+        significant_per_group={
+            name: int((p[g] < corrected).sum()) for g, name in enumerate(groups)
+        },
         significant_shuffled=int((p_null < corrected).sum()),
         unit_shape=unit_shape,
     )

@@ -24,7 +24,9 @@ DEFAULT_LENGTHS = [64, 256, 1024, 4096]
 
 def require_bdh(model: nn.Module, what: str) -> None:
     if getattr(model, "model_type", None) != "bdh":
-        raise BDHError(f"{what} must be a BDH checkpoint, got model type {getattr(model, 'model_type', '?')!r}")
+        raise BDHError(
+            f"{what} must be a BDH checkpoint, got model type {getattr(model, 'model_type', '?')!r}"
+        )
 
 
 def encode_prompt(tokenizer: Tokenizer, text: str, model: nn.Module) -> torch.Tensor:
@@ -87,16 +89,28 @@ def analyze_model(
 # ---- figures ---------------------------------------------------------------------------
 
 
-def _plot_sparsity(path: Path, sparsity: dict[str, SparsityStats], baseline: SparsityStats | None) -> None:
+def _plot_sparsity(
+    path: Path, sparsity: dict[str, SparsityStats], baseline: SparsityStats | None
+) -> None:
     import matplotlib.pyplot as plt
 
     fig, (a, b) = plt.subplots(1, 2, figsize=(11, 3.5))
     x = sparsity["x"]
     layers = np.arange(len(x.per_layer))
     width = 0.4 if baseline is not None else 0.8
-    a.bar(layers - (width / 2 if baseline is not None else 0), 100 * x.per_layer, width, label="BDH x_sparse")
+    a.bar(
+        layers - (width / 2 if baseline is not None else 0),
+        100 * x.per_layer,
+        width,
+        label="BDH x_sparse",
+    )
     if baseline is not None:
-        a.bar(layers + width / 2, 100 * baseline.per_layer[: len(layers)], width, label="Transformer MLP")
+        a.bar(
+            layers + width / 2,
+            100 * baseline.per_layer[: len(layers)],
+            width,
+            label="Transformer MLP",
+        )
     a.set(xlabel="layer", ylabel="% units nonzero", title="Active units per layer", ylim=(0, 105))
     a.legend()
     centers = (x.bin_edges[:-1] + x.bin_edges[1:]) / 2
@@ -120,8 +134,12 @@ def _plot_state(path: Path, traj: StateTrajectory) -> None:
     a.legend(fontsize=7)
     snap = traj.snapshots[-1]
     vmax = float(np.abs(snap).max()) or 1.0
-    im = c.imshow(snap, aspect="auto", cmap="RdBu_r", vmin=-vmax, vmax=vmax, interpolation="nearest")
-    c.set(xlabel="d", ylabel="neuron", title=f"rho, layer {traj.layer} head {traj.head}, last token")
+    im = c.imshow(
+        snap, aspect="auto", cmap="RdBu_r", vmin=-vmax, vmax=vmax, interpolation="nearest"
+    )
+    c.set(
+        xlabel="d", ylabel="neuron", title=f"rho, layer {traj.layer} head {traj.head}, last token"
+    )
     fig.colorbar(im, ax=c)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -156,7 +174,10 @@ def _plot_mono(path: Path, mono: MonosemanticResult) -> None:
     ax.barh(range(len(top))[::-1], [-np.log10(max(u["p_value"], 1e-300)) for u in top])
     ax.axvline(-np.log10(mono.alpha), color="red", linestyle="--", label="Bonferroni 0.05")
     ax.set_yticks(range(len(top))[::-1], labels, fontsize=7)
-    ax.set(xlabel="-log10 p (Mann-Whitney, in-group > others)", title="Most selective neurons (layer/head/neuron)")
+    ax.set(
+        xlabel="-log10 p (Mann-Whitney, in-group > others)",
+        title="Most selective neurons (layer/head/neuron)",
+    )
     ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -168,8 +189,15 @@ def _plot_memory(path: Path, memory: dict[str, list[dict[str, Any]]]) -> None:
 
     fig, ax = plt.subplots(figsize=(7, 3.5))
     for name, rows in memory.items():
-        ax.plot([r["tokens"] for r in rows], [r["used_bytes"] / 2**20 for r in rows], "o-", label=name)
-    ax.set(xscale="log", xlabel="tokens read", ylabel="state / KV cache (MiB)", title="Measured inference state")
+        ax.plot(
+            [r["tokens"] for r in rows], [r["used_bytes"] / 2**20 for r in rows], "o-", label=name
+        )
+    ax.set(
+        xscale="log",
+        xlabel="tokens read",
+        ylabel="state / KV cache (MiB)",
+        title="Measured inference state",
+    )
     ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=110)

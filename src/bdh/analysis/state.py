@@ -82,13 +82,17 @@ class StateTrajectory:
 
 
 @torch.no_grad()
-def state_trajectory(model: nn.Module, ids: list[int], layer: int = 0, head: int = 0) -> StateTrajectory:
+def state_trajectory(
+    model: nn.Module, ids: list[int], layer: int = 0, head: int = 0
+) -> StateTrajectory:
     """Feed ids one token at a time through `model.step` and record rho after each."""
     if not ids:
         raise BDHError("the prompt is empty: give at least one token")
     c = model.config
     if not (0 <= layer < c.n_layer and 0 <= head < c.n_head):
-        raise BDHError(f"layer/head ({layer}, {head}) out of range for {c.n_layer} layers, {c.n_head} heads")
+        raise BDHError(
+            f"layer/head ({layer}, {head}) out of range for {c.n_layer} layers, {c.n_head} heads"
+        )
     device = next(model.parameters()).device
     state = model.init_state(1)
     norms, ranks, snaps = [], [], []

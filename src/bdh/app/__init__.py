@@ -82,7 +82,9 @@ def ensure_default_pair(
     return paths[0], paths[1]
 
 
-def streamlit_command(bdh: Path, baseline: Path, port: int, headless: bool) -> tuple[list[str], dict[str, str]]:
+def streamlit_command(
+    bdh: Path, baseline: Path, port: int, headless: bool
+) -> tuple[list[str], dict[str, str]]:
     """The command line and environment that serve the app on `port`."""
     for label, path in (("--bdh", bdh), ("--baseline", baseline)):
         if not _is_checkpoint(path):

@@ -97,12 +97,16 @@ def screenshot_tabs(
 
             def record(request: Any) -> None:
                 host = urlparse(request.url).hostname
-                if host not in ("localhost", "127.0.0.1") and not request.url.startswith(("data:", "blob:")):
+                if host not in ("localhost", "127.0.0.1") and not request.url.startswith(
+                    ("data:", "blob:")
+                ):
                     outside.append(request.url)
 
             page.on("request", record)
             page.goto(url)
-            page.wait_for_selector(f'[data-testid="stMetric"], {ERROR_SELECTOR}', timeout=timeout_s * 1000)
+            page.wait_for_selector(
+                f'[data-testid="stMetric"], {ERROR_SELECTOR}', timeout=timeout_s * 1000
+            )
             page.wait_for_selector(IDLE_SELECTOR, timeout=timeout_s * 1000)
             _raise_on_errors(page, "the first page")
             for number, name in enumerate(TAB_NAMES, 1):

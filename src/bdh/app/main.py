@@ -11,7 +11,9 @@ import torch
 from bdh.app import ENV_BASELINE, ENV_BDH, TAB_NAMES, ensure_default_pair
 from bdh.app import views as v
 
-DEFAULT_PROMPT = "First Citizen:\nBefore we proceed any further, hear me speak.\n\nAll:\nSpeak, speak."
+DEFAULT_PROMPT = (
+    "First Citizen:\nBefore we proceed any further, hear me speak.\n\nAll:\nSpeak, speak."
+)
 MAX_PROMPT_TOKENS = 192
 VIEWS = [
     v.sparse_brain,
@@ -26,10 +28,15 @@ VIEWS = [
 
 @st.cache_resource(show_spinner=False)
 def default_pair() -> tuple[str, str]:
-    bar = st.progress(0.0, text="Training the default BDH and Transformer on tiny Shakespeare (once)...")
+    bar = st.progress(
+        0.0, text="Training the default BDH and Transformer on tiny Shakespeare (once)..."
+    )
 
     def progress(model: str, step: int, steps: int) -> None:
-        bar.progress(min(step / steps, 1.0), text=f"Training the default {model} on tiny Shakespeare: step {step}/{steps}")
+        bar.progress(
+            min(step / steps, 1.0),
+            text=f"Training the default {model} on tiny Shakespeare: step {step}/{steps}",
+        )
 
     bdh, baseline = ensure_default_pair(on_progress=progress)
     bar.empty()
@@ -48,7 +55,9 @@ def main() -> None:
     model, tokenizer = v.load(bdh)
     v.load(baseline)
     if getattr(model, "model_type", None) != "bdh":
-        st.error(f"{bdh} holds a {model.model_type!r} model; the visualizer needs a BDH checkpoint.")
+        st.error(
+            f"{bdh} holds a {model.model_type!r} model; the visualizer needs a BDH checkpoint."
+        )
         st.stop()
     c = model.config
     with st.sidebar:
@@ -64,7 +73,9 @@ def main() -> None:
         layer = st.slider("Layer", 0, c.n_layer - 1, 0, key="layer")
         head = st.slider("Head", 0, c.n_head - 1, 0, key="head")
         st.caption(f"BDH: `{bdh}`  \nTransformer: `{baseline}`")
-        st.caption(f"{c.n_layer} layers, {c.n_head} heads x {c.neurons_per_head} neurons, d = {c.n_embd}")
+        st.caption(
+            f"{c.n_layer} layers, {c.n_head} heads x {c.neurons_per_head} neurons, d = {c.n_embd}"
+        )
     session = v.Session(bdh=bdh, baseline=baseline, text=text, layer=layer, head=head)
     st.title("BDH Sparse Brain")
     v.header_cards(session)

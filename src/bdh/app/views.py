@@ -118,7 +118,9 @@ def continuation(path: str, text: str, new_tokens: int, seed: int) -> dict[str, 
     prompt = tokenizer.decode(kept)
     window = torch.tensor([ids if limit is None else ids[:limit]])
     with torch.no_grad():
-        loss = float(model(window[:, :-1], window[:, 1:])[1]) if window.shape[1] > 1 else float("nan")
+        loss = (
+            float(model(window[:, :-1], window[:, 1:])[1]) if window.shape[1] > 1 else float("nan")
+        )
     sampling = SamplingConfig(temperature=0.8, top_k=40)
     out = generate_text(model, tokenizer, [prompt], new_tokens, sampling, seed)[0]
     return {"text": out, "prompt_tokens": len(kept), "prompt_loss": loss}
@@ -199,12 +201,16 @@ def sparse_brain(s: Session) -> None:
     heat = go.Figure(go.Heatmap(z=acts.T, colorscale="Oranges"))
     heat.update_xaxes(title="token")
     heat.update_yaxes(title="neuron")
-    left.plotly_chart(_style(heat, f"BDH x_sparse, layer {s.layer} head {s.head}", 380), use_container_width=True)
+    left.plotly_chart(
+        _style(heat, f"BDH x_sparse, layer {s.layer} head {s.head}", 380), use_container_width=True
+    )
     hidden = tf["hidden"][min(s.layer, tf["hidden"].shape[0] - 1)]  # T, W
     heat_tf = go.Figure(go.Heatmap(z=hidden.T, colorscale="Blues"))
     heat_tf.update_xaxes(title="token")
     heat_tf.update_yaxes(title="MLP unit")
-    right.plotly_chart(_style(heat_tf, "Transformer MLP hidden (GELU)", 380), use_container_width=True)
+    right.plotly_chart(
+        _style(heat_tf, "Transformer MLP hidden (GELU)", 380), use_container_width=True
+    )
 
     centers = 100 * (x.bin_edges[:-1] + x.bin_edges[1:]) / 2
     dist = go.Figure(go.Bar(x=centers, y=x.histogram, marker_color=BDH_COLOR))
@@ -219,7 +225,9 @@ def sparse_brain(s: Session) -> None:
     active = np.flatnonzero(row)
     top = active[np.argsort(-row[active])][:10]
     st.metric(f"Active neurons at token {t}", f"{active.size} / {row.size}")
-    st.caption(f"token {t} = {tokenizer.decode([ids[t]])!r}; strongest neurons of layer {s.layer}, head {s.head}:")
+    st.caption(
+        f"token {t} = {tokenizer.decode([ids[t]])!r}; strongest neurons of layer {s.layer}, head {s.head}:"
+    )
     st.dataframe(
         {"neuron": top.tolist(), "activation": [float(row[i]) for i in top]},
         use_container_width=True, hide_index=True,
@@ -237,7 +245,9 @@ def memory_formation(s: Session) -> None:
     snap = traj.snapshots[t - 1]
     c1, c2, c3 = st.columns(3)
     c1.metric(f"||rho|| after {t} tokens", num(float(traj.norm[t - 1, s.layer, s.head])))
-    c2.metric(f"Effective rank after {t} tokens", num(float(traj.eff_rank[t - 1, s.layer, s.head]), 2))
+    c2.metric(
+        f"Effective rank after {t} tokens", num(float(traj.eff_rank[t - 1, s.layer, s.head]), 2)
+    )
     c3.metric("State size (all layers)", kib(traj.nbytes))
     st.caption(f"rho = sum over tokens of rope(x_s)^T v_s, layer {s.layer} head {s.head}; "
                f"last token read: {tokenizer.decode([traj.tokens[t - 1]])!r}")  # fmt: skip
@@ -248,10 +258,22 @@ def memory_formation(s: Session) -> None:
     st.plotly_chart(_style(heat, f"rho after {t} tokens", 420), use_container_width=True)
     steps = np.arange(1, T + 1)
     left, right = st.columns(2)
-    norm = go.Figure([go.Scatter(x=steps, y=traj.norm[:, i].mean(axis=1), name=f"layer {i}") for i in range(traj.norm.shape[1])])
+    norm = go.Figure(
+        [
+            go.Scatter(x=steps, y=traj.norm[:, i].mean(axis=1), name=f"layer {i}")
+            for i in range(traj.norm.shape[1])
+        ]
+    )
     left.plotly_chart(_style(norm, "||rho||_F, mean over heads"), use_container_width=True)
-    rank = go.Figure([go.Scatter(x=steps, y=traj.eff_rank[:, i].mean(axis=1), name=f"layer {i}") for i in range(traj.eff_rank.shape[1])])
-    right.plotly_chart(_style(rank, "Effective rank of rho, mean over heads"), use_container_width=True)
+    rank = go.Figure(
+        [
+            go.Scatter(x=steps, y=traj.eff_rank[:, i].mean(axis=1), name=f"layer {i}")
+            for i in range(traj.eff_rank.shape[1])
+        ]
+    )
+    right.plotly_chart(
+        _style(rank, "Effective rank of rho, mean over heads"), use_container_width=True
+    )
 
 
 # ---- 3. monosemantic neurons ----------------------------------------------------------------
@@ -281,7 +303,9 @@ def monosemantic(s: Session) -> None:
     cols = st.columns(min(len(result.groups), 4))
     for i, name in enumerate(result.groups):
         cols[i % len(cols)].metric(f"{name}: selective", str(result.significant_per_group[name]))
-    st.caption(f"One-sided Mann-Whitney U (group words > other words), corrected alpha {result.alpha:.2e}.")
+    st.caption(
+        f"One-sided Mann-Whitney U (group words > other words), corrected alpha {result.alpha:.2e}."
+    )
     top = result.top_units(20)
     st.dataframe(
         {
@@ -295,8 +319,13 @@ def monosemantic(s: Session) -> None:
     )  # fmt: skip
     if top:
         u = top[0]["unit"]
-        bars = go.Figure(go.Bar(x=result.groups, y=result.group_means[:, u], marker_color=BDH_COLOR))
-        st.plotly_chart(_style(bars, f"Mean response of unit {'/'.join(map(str, top[0]['index']))} per group"), use_container_width=True)
+        bars = go.Figure(
+            go.Bar(x=result.groups, y=result.group_means[:, u], marker_color=BDH_COLOR)
+        )
+        st.plotly_chart(
+            _style(bars, f"Mean response of unit {'/'.join(map(str, top[0]['index']))} per group"),
+            use_container_width=True,
+        )
 
 
 # ---- 4. graph brain -----------------------------------------------------------------------
@@ -309,21 +338,39 @@ def graph_brain(s: Session) -> None:
     c = st.columns(4)
     c[0].metric(f"Edges (head {s.head})", f"{g.n_edges:,}")
     c[1].metric("Modularity (Louvain)", num(g.modularity))
-    c[2].metric("Random graph, same size", f"{num(g.random_modularity_mean)} ± {num(g.random_modularity_std)}")
-    c[3].metric("Degree-preserving rewiring", f"{num(g.rewired_modularity_mean)} ± {num(g.rewired_modularity_std)}")
+    c[2].metric(
+        "Random graph, same size",
+        f"{num(g.random_modularity_mean)} ± {num(g.random_modularity_std)}",
+    )
+    c[3].metric(
+        "Degree-preserving rewiring",
+        f"{num(g.rewired_modularity_mean)} ± {num(g.rewired_modularity_std)}",
+    )
     d = st.columns(3)
-    d[0].metric("Tail above threshold", f"{100 * g.tail_fraction:.3f}%", help=f"a Gaussian: {100 * g.gaussian_tail_fraction:.3f}%")
+    d[0].metric(
+        "Tail above threshold",
+        f"{100 * g.tail_fraction:.3f}%",
+        help=f"a Gaussian: {100 * g.gaussian_tail_fraction:.3f}%",
+    )
     d[1].metric("Excess kurtosis of G", num(g.weight_excess_kurtosis))
-    d[2].metric("Top hub degree", str(int(g.in_degree[g.hubs[0]] + g.out_degree[g.hubs[0]])) if g.hubs else "0")
+    d[2].metric(
+        "Top hub degree",
+        str(int(g.in_degree[g.hubs[0]] + g.out_degree[g.hubs[0]])) if g.hubs else "0",
+    )
     left, mid, right = st.columns(3)
     degree = g.in_degree + g.out_degree
-    left.plotly_chart(_style(go.Figure(go.Histogram(x=degree, marker_color=BDH_COLOR)), "Degree (in + out)"), use_container_width=True)
+    left.plotly_chart(
+        _style(go.Figure(go.Histogram(x=degree, marker_color=BDH_COLOR)), "Degree (in + out)"),
+        use_container_width=True,
+    )
     centers = (g.weight_bin_edges[:-1] + g.weight_bin_edges[1:]) / 2
     weights = go.Figure(go.Bar(x=centers, y=g.weight_histogram, marker_color=BDH_COLOR))
     weights.add_vline(x=g.threshold, line_dash="dash", line_color="red")
     weights.update_yaxes(type="log")
     mid.plotly_chart(_style(weights, "Weights of G (log count)"), use_container_width=True)
-    sv = go.Figure(go.Scatter(y=g.singular_values[: s.config.n_embd], mode="lines", line_color="#22c55e"))
+    sv = go.Figure(
+        go.Scatter(y=g.singular_values[: s.config.n_embd], mode="lines", line_color="#22c55e")
+    )
     sv.update_yaxes(type="log")
     right.plotly_chart(_style(sv, "Singular values of G"), use_container_width=True)
     st.dataframe(
@@ -347,7 +394,10 @@ def walkthrough(s: Session) -> None:
     T = activity.shape[1]
     t = st.slider("Token", 0, T - 1, T - 1, key="walk_token")
     left, right = st.columns(2)
-    for col, acts, name, color in ((left, activity[:, t], "BDH", BDH_COLOR), (right, hidden[:, t], "Transformer", TF_COLOR)):
+    for col, acts, name, color in (
+        (left, activity[:, t], "BDH", BDH_COLOR),
+        (right, hidden[:, t], "Transformer", TF_COLOR),
+    ):
         L, n = acts.shape
         gx, gy = _grid(n)
         on = acts != 0
@@ -363,7 +413,9 @@ def walkthrough(s: Session) -> None:
             marker=dict(size=np.concatenate(sizes), color=color, opacity=0.7),
         ))  # fmt: skip
         fig.update_layout(scene=dict(zaxis_title="layer", xaxis_title="", yaxis_title=""))
-        col.plotly_chart(_style(fig, f"{name}: active units at token {t}", 520), use_container_width=True)
+        col.plotly_chart(
+            _style(fig, f"{name}: active units at token {t}", 520), use_container_width=True
+        )
         col.metric(f"{name} active units at token {t}", f"{int(on.sum()):,} / {on.size:,}")
 
 
@@ -379,7 +431,9 @@ def memory_scaling(s: Session) -> None:
     ])  # fmt: skip
     fig.update_xaxes(type="log", title="tokens read")
     fig.update_yaxes(title="MiB")
-    st.plotly_chart(_style(fig, "Measured inference state, batch 1, float32"), use_container_width=True)
+    st.plotly_chart(
+        _style(fig, "Measured inference state, batch 1, float32"), use_container_width=True
+    )
     cols = st.columns(len(MEMORY_LENGTHS))
     for col, b, t in zip(cols, bdh_rows, tf_rows):
         col.metric(f"{b['tokens']} tokens: BDH", kib(b["used_bytes"]))
@@ -413,7 +467,9 @@ def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
     return rows
 
 
-def training_command(model: str, steps: int, batch_size: int, block_size: int, run_dir: Path) -> list[str]:
+def training_command(
+    model: str, steps: int, batch_size: int, block_size: int, run_dir: Path
+) -> list[str]:
     return [
         sys.executable, "-m", "bdh", "train", "--model", model, "--preset", "tiny",
         "--steps", str(steps), "--batch-size", str(batch_size), "--block-size", str(block_size),
@@ -447,7 +503,9 @@ def live_training(s: Session) -> None:
         state["lt_proc"].wait(timeout=60)
         running = False
     if "lt_dir" not in state:
-        st.info("Start a run: `bdh train` in a subprocess on tiny Shakespeare; its metrics.jsonl streams here.")
+        st.info(
+            "Start a run: `bdh train` in a subprocess on tiny Shakespeare; its metrics.jsonl streams here."
+        )
         return
     st.caption("`" + " ".join(state["lt_cmd"][1:]) + "`")
 
@@ -458,7 +516,9 @@ def live_training(s: Session) -> None:
         val_rows = [r for r in rows if "val_loss" in r]
         p = state.get("lt_proc")
         code = None if p is None else p.poll()
-        status = "running" if code is None else ("finished" if code == 0 else f"stopped (exit {code})")
+        status = (
+            "running" if code is None else ("finished" if code == 0 else f"stopped (exit {code})")
+        )
         last = train_rows[-1] if train_rows else {}
         m = st.columns(4)
         m[0].metric("Run", status)
@@ -467,11 +527,28 @@ def live_training(s: Session) -> None:
         m[3].metric("Val loss", num(val_rows[-1]["val_loss"]) if val_rows else "-")
         st.progress(min(last.get("step", 0) / state["lt_steps_total"], 1.0))
         if train_rows:
-            fig = go.Figure(go.Scatter(x=[r["step"] for r in train_rows], y=[r["loss"] for r in train_rows], name="train", line_color=BDH_COLOR))
+            fig = go.Figure(
+                go.Scatter(
+                    x=[r["step"] for r in train_rows],
+                    y=[r["loss"] for r in train_rows],
+                    name="train",
+                    line_color=BDH_COLOR,
+                )
+            )
             if val_rows:
-                fig.add_trace(go.Scatter(x=[r["step"] for r in val_rows], y=[r["val_loss"] for r in val_rows], name="val", mode="lines+markers", line_color=TF_COLOR))
+                fig.add_trace(
+                    go.Scatter(
+                        x=[r["step"] for r in val_rows],
+                        y=[r["val_loss"] for r in val_rows],
+                        name="val",
+                        mode="lines+markers",
+                        line_color=TF_COLOR,
+                    )
+                )
             st.plotly_chart(_style(fig, "Loss (nats/token)"), use_container_width=True)
             if "tokens_per_s" in last:
-                st.caption(f"{last['tokens_per_s']:,.0f} tokens/s, {last.get('elapsed_s', 0):.0f} s elapsed")
+                st.caption(
+                    f"{last['tokens_per_s']:,.0f} tokens/s, {last.get('elapsed_s', 0):.0f} s elapsed"
+                )
 
     progress()
