@@ -30,8 +30,10 @@ def test_analyze_writes_json_and_figures(bdh_checkpoint, gpt_checkpoint, tmp_pat
     assert "active neurons" in capsys.readouterr().out
 
 
-def test_analyze_errors_are_one_line(tmp_path, bdh_checkpoint, capsys):
+def test_analyze_errors_are_one_line(tmp_path, bdh_checkpoint, gpt_checkpoint, capsys):
     for args in (
+        ["analyze", str(gpt_checkpoint), "--out", str(tmp_path / "o")],
+        ["analyze", str(bdh_checkpoint), "--out", str(tmp_path / "o"), "--layer", "7"],
         ["analyze", str(tmp_path / "missing"), "--out", str(tmp_path / "o")],
         ["analyze", str(bdh_checkpoint), "--out", str(tmp_path / "o"), "--text", ""],
         ["analyze", str(bdh_checkpoint), "--out", str(tmp_path / "o"), "--lengths", "a,b"],

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 
+import numpy as np
 import pytest
 import torch
 
@@ -73,6 +74,9 @@ def test_every_tab_shows_the_library_numbers(app, app_env):
     for i, rate in enumerate(x.per_layer):
         assert got[f"BDH layer {i} active"] == pct(rate)
     assert got["BDH x*y active"] == pct(sparsity_stats(acts["xy"]).overall)
+    per_head = at.dataframe[0].value  # first table: active % per layer and head
+    for h in range(bdh.config.n_head):
+        assert per_head[f"head {h}"].tolist() == np.round(100 * x.per_head[:, h], 1).tolist()
     last = len(ids) - 1
     active_last = int((acts["x"][1, 0, 1, last] != 0).sum())
     assert (

@@ -195,6 +195,11 @@ def sparse_brain(s: Session) -> None:
     c1.metric("BDH y_sparse active", pct(activity["sparsity"]["y"].overall))
     c2.metric("BDH x*y active", pct(activity["sparsity"]["xy"].overall))
     c3.metric("BDH neurons silent on this prompt", pct(x.dead_fraction))
+    st.caption("Active share of x_sparse per layer (rows) and head (columns), %:")
+    st.dataframe(
+        {f"head {h}": np.round(100 * x.per_head[:, h], 1) for h in range(x.per_head.shape[1])},
+        use_container_width=True,
+    )
 
     acts = activity["x"][s.layer, s.head]  # T, N
     left, right = st.columns(2)
