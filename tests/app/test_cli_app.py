@@ -30,3 +30,24 @@ def test_app_flag_errors_are_one_line(app_pair, tmp_path, capsys):
     assert run(["app", "--bdh", str(tmp_path), "--baseline", str(app_pair[1])]) != 0
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: --bdh") and "not a checkpoint" in err
+
+
+def test_default_pair_is_trained_once(tmp_path, monkeypatch):
+    import bdh.app
+    from bdh.app import DefaultRun, ensure_default_pair
+    from bdh.checkpoint import load_checkpoint
+
+    quick = tuple(
+        DefaultRun(m, steps=2, batch_size=2, block_size=16, eval_tokens=256) for m in ("bdh", "gpt")
+    )
+    monkeypatch.setattr(bdh.app, "DEFAULT_PAIR", quick)
+    (tmp_path / "bdh-tiny-shakespeare").mkdir()
+    (tmp_path / "bdh-tiny-shakespeare" / "metrics.jsonl").write_text("")  # an interrupted try
+    seen: list[tuple[str, int, int]] = []
+    paths = ensure_default_pair(tmp_path, on_progress=lambda *a: seen.append(a))
+    assert [load_checkpoint(p)[0].model_type for p in paths] == ["bdh", "gpt"]
+    assert ("bdh", 2, 2) in seen and ("gpt", 2, 2) in seen
+    stamp = (paths[0] / "model.safetensors").stat().st_mtime_ns
+    seen.clear()
+    assert ensure_default_pair(tmp_path, on_progress=lambda *a: seen.append(a)) == paths
+    assert not seen and (paths[0] / "model.safetensors").stat().st_mtime_ns == stamp

@@ -44,6 +44,7 @@ class DefaultRun:
     batch_size: int = 8
     block_size: int = 128
     seed: int = 1337
+    eval_tokens: int = 65536
 
 
 DEFAULT_PAIR = (DefaultRun("bdh"), DefaultRun("gpt"))
@@ -70,14 +71,15 @@ def ensure_default_pair(
             cfg = TrainConfig(
                 model=run.model, preset="tiny", steps=run.steps, batch_size=run.batch_size,
                 block_size=run.block_size, seed=run.seed, out_dir=str(out), device="cpu",
-                eval_every=run.steps, eval_tokens=65536, progress=False,
+                eval_every=run.steps, eval_tokens=run.eval_tokens, progress=False,
             )  # fmt: skip
 
             def report(metrics: dict, run: DefaultRun = run) -> None:
                 if on_progress is not None and "step" in metrics:
                     on_progress(run.model, int(metrics["step"]), run.steps)
 
-            train(cfg, on_metrics=report)
+            # An unfinished earlier attempt (interrupted) is started over.
+            train(cfg, on_metrics=report, force=True)
         paths.append(out)
     return paths[0], paths[1]
 
