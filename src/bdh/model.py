@@ -26,8 +26,10 @@ from bdh.ops.rope import apply_rope_phasors, rope_frequencies, rope_phasors
 
 # Prompts are prefilled this many tokens at a time, so memory does not grow with T.
 PREFILL_CHUNK = 1024
-# RoPE phasors are cached for positions up to this many complex elements (T * N / 2).
-ROPE_CACHE_MAX_ELEMENTS = 1 << 22
+# RoPE phasors are cached for the first positions, up to both limits (elements: T * N / 2);
+# later positions (long prompts, long generations) are computed per chunk or token.
+ROPE_CACHE_MAX_POSITIONS = 4096
+ROPE_CACHE_MAX_ELEMENTS = 1 << 21
 
 
 @dataclass
@@ -65,7 +67,7 @@ class RotaryLinearAttention(nn.Module):
         instead of recomputing cos/sin of every position in every layer.
         """
         freqs = self.freqs.view(-1)
-        limit = ROPE_CACHE_MAX_ELEMENTS // freqs.numel() * 2
+        limit = min(ROPE_CACHE_MAX_POSITIONS, ROPE_CACHE_MAX_ELEMENTS // (freqs.numel() // 2))
         if start + length > limit:
             return rope_phasors(start, length, freqs)
         cache = self._phasor_cache
@@ -177,7 +179,7 @@ class BDH(nn.Module):
         )  # fmt: skip
         return BDHState(kv=kv)
 
-    @torch.no_grad()
+    @torch.inference_mode()
     def prefill(
         self, idx: Tensor, state: BDHState | None = None, all_logits: bool = True
     ) -> tuple[Tensor, BDHState]:
@@ -195,7 +197,7 @@ class BDH(nn.Module):
         logits = torch.cat(pieces, dim=1) if all_logits else pieces[-1]
         return logits, state
 
-    @torch.no_grad()
+    @torch.inference_mode()
     def step(self, tokens: Tensor, state: BDHState) -> tuple[Tensor, BDHState]:
         """Consume one token per sequence, tokens [B] -> logits [B, vocab]."""
         hidden = self._run(tokens.view(-1, 1), state)

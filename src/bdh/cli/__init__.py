@@ -12,6 +12,7 @@ from bdh.errors import BDHError
 
 # Command modules, each registering its commands on `app`.
 COMMAND_MODULES = [
+    "bdh.cli.bench",
     "bdh.cli.analyze",
     "bdh.cli.compare",
     "bdh.cli.inference",

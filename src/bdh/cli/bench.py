@@ -1,0 +1,112 @@
+"""`bdh bench train|generate|prefill|memory`: the official code and ours, side by side."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from bdh.cli._app import app
+
+
+def _common(fn):
+    """Options every benchmark takes."""
+    options = [
+        click.option("--reference", type=click.Path(path_type=Path), default=None,
+                     help="The official bdh.py (default: ../shared/reference/official_bdh.py beside the repository)."),
+        click.option("--device", default="cpu", show_default=True, help="cpu or cuda (cuda:N)."),
+        click.option("--seed", type=int, default=0, show_default=True, help="Seed of the weights and inputs."),
+        click.option("--json", "as_json", is_flag=True, help="Print the result as JSON instead of a table."),
+    ]  # fmt: skip
+    for option in reversed(options):
+        fn = option(fn)
+    return fn
+
+
+def _emit(result, as_json: bool) -> None:
+    from bdh.bench.runs import format_table
+
+    if as_json:
+        click.echo(json.dumps(result.to_dict(), indent=2))
+    else:
+        click.echo(format_table(result))
+
+
+def _device(name: str) -> str:
+    from bdh.cli.inference import resolve_device
+
+    return resolve_device(name)
+
+
+@app.group()
+def bench() -> None:
+    """Benchmark ours against the official BDH code on identical weights and inputs.
+
+    Each sub-command checks that both produce the same logits before timing them.
+    """
+
+
+@bench.command("train")
+@click.option("--preset", default="small", show_default=True, help="Model preset.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True)
+@click.option("--block-size", type=click.IntRange(min=2), default=256, show_default=True)
+@click.option("--steps", type=click.IntRange(min=1), default=5, show_default=True, help="Timed steps per side.")
+@click.option("--warmup", type=click.IntRange(min=0), default=1, show_default=True, help="Untimed steps per side.")
+@click.option("--precision", type=click.Choice(["fp32", "bf16"]), default="fp32", show_default=True,
+              help="bf16: both sides under torch.autocast.")  # fmt: skip
+@_common
+def bench_train_command(preset, batch_size, block_size, steps, warmup, precision, reference, device, seed, as_json):
+    """Training step (forward, backward, AdamW) tokens/s and peak memory."""
+    from bdh.bench import bench_train
+
+    _emit(bench_train(preset, batch_size, block_size, steps, warmup, precision, _device(device), reference, seed), as_json)
+
+
+@bench.command("generate")
+@click.option("--preset", "presets", multiple=True, default=["tiny", "small"], show_default=True,
+              help="Model preset; repeat for several.")  # fmt: skip
+@click.option("--new-tokens", multiple=True, type=click.IntRange(min=1), default=[128, 512, 2048],
+              show_default=True, help="Tokens to generate; repeat for several.")  # fmt: skip
+@click.option("--batch-size", type=click.IntRange(min=1), default=1, show_default=True)
+@click.option("--prompt-len", type=click.IntRange(min=1), default=16, show_default=True)
+@click.option("--max-official-tokens", type=click.IntRange(min=8), default=512, show_default=True,
+              help="Run official generate() for at most this many tokens; longer runs are extrapolated.")  # fmt: skip
+@_common
+def bench_generate_command(presets, new_tokens, batch_size, prompt_len, max_official_tokens, reference, device, seed, as_json):
+    """Generation tokens/s: official generate() (full recompute) vs our recurrent decoding."""
+    from bdh.bench import bench_generate
+
+    result = bench_generate(presets, new_tokens, batch_size, prompt_len, max_official_tokens,
+                            _device(device), reference, seed)  # fmt: skip
+    _emit(result, as_json)
+
+
+@bench.command("prefill")
+@click.option("--preset", default="small", show_default=True, help="Model preset.")
+@click.option("--length", "lengths", multiple=True, type=click.IntRange(min=1), default=[16384],
+              show_default=True, help="Prompt length; repeat for several.")  # fmt: skip
+@click.option("--batch-size", type=click.IntRange(min=1), default=1, show_default=True)
+@click.option("--max-official-tokens", type=click.IntRange(min=1), default=4096, show_default=True,
+              help="Run the official quadratic forward only up to this length.")  # fmt: skip
+@_common
+def bench_prefill_command(preset, lengths, batch_size, max_official_tokens, reference, device, seed, as_json):
+    """Long-prompt prefill tokens/s and peak memory (ours: chunked, state of fixed size)."""
+    from bdh.bench import bench_prefill
+
+    _emit(bench_prefill(preset, lengths, batch_size, max_official_tokens, _device(device), reference, seed), as_json)
+
+
+@bench.command("memory")
+@click.option("--preset", default="small", show_default=True, help="Model preset.")
+@click.option("--length", "lengths", multiple=True, type=click.IntRange(min=1), default=[1024, 4096, 16384],
+              show_default=True, help="Sequence length; repeat for several.")  # fmt: skip
+@click.option("--batch-size", type=click.IntRange(min=1), default=1, show_default=True)
+@click.option("--max-official-tokens", type=click.IntRange(min=1), default=4096, show_default=True,
+              help="Run the official quadratic forward only up to this length.")  # fmt: skip
+@_common
+def bench_memory_command(preset, lengths, batch_size, max_official_tokens, reference, device, seed, as_json):
+    """Peak memory against sequence length, every case in a fresh process."""
+    from bdh.bench import bench_memory
+
+    _emit(bench_memory(preset, lengths, batch_size, max_official_tokens, _device(device), reference, seed), as_json)
