@@ -35,7 +35,7 @@ _OPTIONS: list[tuple[str, str, Any, str]] = [
     ("--device", "device", str, "auto, cpu, cuda, cuda:1 [auto]."),
     ("--precision", "precision", click.Choice(["auto", "fp32", "bf16", "fp16"]), "Autocast precision; auto = bf16 on CUDA, fp32 on CPU."),
     ("--eval-every", "eval_every", click.IntRange(min=1), "Validate every N steps [100]."),
-    ("--eval-tokens", "eval_tokens", click.IntRange(min=1), "Size of the fixed validation sample [65536]."),
+    ("--eval-tokens", "eval_tokens", click.IntRange(min=1), "Size of the fixed validation sample in tokens [16384]."),
     ("--log-every", "log_every", click.IntRange(min=1), "Log train metrics every N steps [10]."),
     ("--checkpoint-every", "checkpoint_every", click.IntRange(min=1), "Checkpoint every N steps [500]."),
     ("--keep-last", "keep_last", click.IntRange(min=1), "Step checkpoints to keep [3]."),

@@ -60,7 +60,7 @@ class TrainConfig:
     # evaluation, logging, checkpoints
     out_dir: str = "runs/bdh"
     eval_every: int = 100
-    eval_tokens: int = 65536  # fixed val sample: this many tokens from the start of val
+    eval_tokens: int = 16384  # fixed val sample: this many tokens from the start of val
     log_every: int = 10
     checkpoint_every: int = 500
     keep_last: int = 3
