@@ -230,3 +230,18 @@ def test_no_weight_decay_on_embeddings():
     assert any(p is model.embed.weight for p in no_decay["params"])
     assert all(p is not model.embed.weight for p in decay["params"])
     assert any(p is model.encoder for p in decay["params"])
+
+
+@pytest.mark.parametrize("family", ["gpt", "neuro"])
+def test_other_model_families_train_through_the_registry(make_cfg, family):
+    from bdh.models import model_class
+
+    try:
+        model_class(family)
+    except ImportError:
+        pytest.skip(f"model family {family} not available")
+    run = train(make_cfg(family, model=family, preset="tiny", model_overrides={}, steps=2, eval_every=2))
+    model, _ = load_checkpoint(run)
+    assert model.model_type == family
+    records = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    assert any("val_loss" in r and math.isfinite(r["val_loss"]) for r in records)

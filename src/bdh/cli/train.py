@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -109,12 +110,15 @@ def train(
         if out_dir is not None:
             options["out_dir"] = str(out_dir)
         cfg = TrainConfig.from_dict(options)
+    main_rank = os.environ.get("RANK", "0") == "0"  # under torchrun only rank 0 reports
     try:
         run_dir = run_training(cfg, resume=resume_dir is not None, force=force)
     except TrainingInterrupted as stop:
-        print(str(stop), file=sys.stderr)
+        if main_rank:
+            print(str(stop), file=sys.stderr)
         sys.exit(130)
-    print(f"saved {run_dir} (bdh generate {run_dir} --prompt ...)", file=sys.stderr)
+    if main_rank:
+        print(f"saved {run_dir} (bdh generate {run_dir} --prompt ...)", file=sys.stderr)
 
 
 @app.command()
