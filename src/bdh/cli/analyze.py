@@ -65,17 +65,28 @@ DEFAULT_TEXT = "First Citizen:\nBefore we proceed any further, hear me speak.\n"
     "--synapses", is_flag=True, help="Also test the synapses of rho (last layer) for selectivity."
 )
 @click.option("--device", default="cpu", show_default=True, help="Torch device.")
+@click.option(
+    "--threads",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="Torch CPU threads. The analyses are many small ops, which more threads slow down on a busy machine.",
+)
 def analyze(
     checkpoint: Path, text: str, out_dir: Path, baseline: Path | None, groups_file: Path | None,
-    layer: int, head: int, lengths: str, synapses: bool, device: str,
+    layer: int, head: int, lengths: str, synapses: bool, device: str, threads: int,
 ) -> None:  # fmt: skip
     """Analyse a BDH CHECKPOINT: sparsity, state rho, neuron graph, monosemanticity, memory."""
     import json
+
+    import torch
 
     from bdh.analysis.report import analyze_model, write_report
     from bdh.checkpoint import load_checkpoint
     from bdh.cli.inference import resolve_device
     from bdh.errors import BDHError
+
+    torch.set_num_threads(threads)
 
     try:
         token_lengths = [int(v) for v in lengths.split(",") if v.strip()]
