@@ -19,11 +19,12 @@ from bdh.analysis import (
 )
 from bdh.analysis.monosemantic import DEFAULT_CONCEPT_GROUPS
 from bdh.app import MAIN_SCRIPT
-from bdh.app.views import MEMORY_LENGTHS, kib, num, pct
 from bdh.checkpoint import load_checkpoint
 
 pytest.importorskip("streamlit")
 from streamlit.testing.v1 import AppTest  # noqa: E402
+
+from bdh.app.views import MEMORY_LENGTHS, kib, num, pct  # noqa: E402
 
 PROMPT = "ROMEO:\nBut soft, what light through yonder window breaks?"
 TIMEOUT = 120
@@ -148,11 +149,18 @@ def test_live_training_starts_streams_and_stops(app):
     at.number_input(key="lt_block").set_value(16)
     at.button(key="lt_start").click().run()
     assert not at.exception
-    run_dir = at.session_state["lt_dir"]
-    deadline = time.time() + 90
-    while time.time() < deadline and not (run_dir / "metrics.jsonl").is_file():
-        time.sleep(0.5)
-    while time.time() < deadline and (run_dir / "metrics.jsonl").stat().st_size == 0:
+    proc = at.session_state["lt_proc"]
+    try:
+        _stream_then_stop(at, at.session_state["lt_dir"])
+    finally:
+        if proc.poll() is None:  # the test failed before the app stopped it
+            proc.kill()
+
+
+def _stream_then_stop(at: AppTest, run_dir) -> None:
+    path, deadline = run_dir / "metrics.jsonl", time.time() + 90
+    while not (path.is_file() and "\n" in path.read_text()):  # one complete line
+        assert time.time() < deadline, "the training run wrote no metrics"
         time.sleep(0.5)
     at.run()
     got = metrics(at)
