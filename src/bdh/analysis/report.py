@@ -111,6 +111,7 @@ def _plot_sparsity(
             width,
             label="Transformer MLP",
         )
+    a.set_xticks(layers)
     a.set(xlabel="layer", ylabel="% units nonzero", title="Active units per layer", ylim=(0, 105))
     a.legend()
     centers = (x.bin_edges[:-1] + x.bin_edges[1:]) / 2
