@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import functools
 import gc
 import os
 import threading
@@ -66,11 +67,15 @@ def release_free_memory() -> None:
     """Return freed heap pages to the OS (glibc `malloc_trim`), so that RSS measured next
     starts from what is really in use rather than from what an earlier call left cached."""
     gc.collect()
-    name = ctypes.util.find_library("c")
-    if name:
-        trim = getattr(ctypes.CDLL(name), "malloc_trim", None)
-        if trim is not None:
-            trim(0)
+    trim = _malloc_trim()
+    if trim is not None:
+        trim(0)
+
+
+@functools.cache
+def _malloc_trim() -> Callable[[int], int] | None:
+    name = ctypes.util.find_library("c")  # slow (may run ldconfig): looked up once
+    return getattr(ctypes.CDLL(name), "malloc_trim", None) if name else None
 
 
 def synchronize(device: torch.device | str) -> None:
