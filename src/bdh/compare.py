@@ -75,6 +75,7 @@ class CompareSettings:
     device: str = "cpu"
     threads: int | None = None
     contexts: list[int] = field(default_factory=lambda: [64, 256, 1024, 4096])
+    reuse: bool = False  # load runs already trained with the same config (see run_compare)
 
     def __post_init__(self) -> None:
         unknown = [e for e in self.entries if e not in DEFAULT_ENTRIES]
@@ -106,19 +107,14 @@ def _peak_rss_bytes() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale
 
 
-def _train_and_measure(settings: dict[str, Any], entry: dict[str, Any]) -> dict[str, Any]:
-    """Runs in a fresh process: train one entry, then measure it."""
-    import torch
+def _train_config(s: CompareSettings, entry: dict[str, Any]) -> Any:
+    """The `bdh.train.TrainConfig` of one entry under these settings."""
+    from bdh.train import TrainConfig
 
-    from bdh.train import TrainConfig, train
-
-    s = CompareSettings(**settings)
-    if s.threads:
-        torch.set_num_threads(s.threads)
     options = dict(entry["options"])
     if entry["learning_mode"] != "backprop":
         options.setdefault("hebbian_lr", s.hebbian_lr)
-    cfg = TrainConfig(
+    return TrainConfig(
         model=entry["model"], preset=entry["preset"], learning_mode=entry["learning_mode"],
         data=s.data, tokenizer=s.tokenizer, steps=s.steps, batch_size=s.batch_size,
         block_size=s.block_size, lr=s.lr, seed=s.seed, eval_every=s.eval_every,
@@ -126,6 +122,18 @@ def _train_and_measure(settings: dict[str, Any], entry: dict[str, Any]) -> dict[
         checkpoint_every=s.steps, keep_last=1, progress=False, device=s.device,
         out_dir=str(Path(s.out_dir) / "runs" / entry["name"]), **options,
     )  # fmt: skip
+
+
+def _train_and_measure(settings: dict[str, Any], entry: dict[str, Any]) -> dict[str, Any]:
+    """Runs in a fresh process: train one entry, then measure it."""
+    import torch
+
+    from bdh.train import train
+
+    s = CompareSettings(**settings)
+    if s.threads:
+        torch.set_num_threads(s.threads)
+    cfg = _train_config(s, entry)
     rss_before = _peak_rss_bytes()
     run_dir = train(cfg, force=True)
     rss_peak = _peak_rss_bytes()
@@ -215,17 +223,40 @@ def summarize(result: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def _reusable(old: dict[str, Any] | None, train_config: dict[str, Any], run_dir: Path) -> bool:
+    """Whether a previous report's run can stand for a run with `train_config`."""
+    return (
+        old is not None
+        and old.get("train_config") == train_config
+        and (run_dir / "model.safetensors").is_file()
+    )
+
+
 def run_compare(settings: CompareSettings) -> dict[str, Any]:
-    """Train every entry (one fresh process each), write the report, return its data."""
+    """Train every entry (one fresh process each), write the report, return its data.
+
+    With `settings.reuse`, an entry whose run in OUT/runs has the same training config as
+    in the previous OUT/report.json is loaded instead of trained: its training metrics
+    and peak memory come from that report, the post-training measurements are redone.
+    """
     import torch
 
     out = Path(settings.out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    previous: dict[str, Any] = {}
+    if settings.reuse and (out / "report.json").is_file():
+        previous = {r["name"]: r for r in json.loads((out / "report.json").read_text())["runs"]}
     results = []
     started = time.perf_counter()
     ctx = multiprocessing.get_context("spawn")
     for name in settings.entries:
         entry = asdict(DEFAULT_ENTRIES[name])
+        cfg = json.loads(json.dumps(_train_config(settings, entry).to_dict()))
+        old = previous.get(name)
+        run_dir = out / "runs" / name
+        if _reusable(old, cfg, run_dir):
+            results.append({**old, **_measure(run_dir, settings), "reused": True})
+            continue
         with concurrent.futures.ProcessPoolExecutor(max_workers=1, mp_context=ctx) as pool:
             results.append(pool.submit(_train_and_measure, asdict(settings), entry).result())
     report = {

@@ -92,3 +92,23 @@ def test_run_compare_writes_the_full_report(tmp_path):
     assert [r["name"] for r in data["summary"]] == s.entries
     text = (tmp_path / "report.md").read_text()
     assert "Seed 002's comparison table" in text and "BDH (Hebbian Only)" in text
+
+
+def test_reuse_loads_a_run_with_the_same_config(tmp_path):
+    from bdh.compare import _reusable, _train_config
+
+    s = settings(tmp_path, entries=["gpt-backprop"], reuse=True)
+    entry = asdict(DEFAULT_ENTRIES["gpt-backprop"])
+    result = _train_and_measure(asdict(s), entry)
+    (tmp_path / "report.json").write_text(json.dumps({"runs": [result]}))
+    report = run_compare(s)  # would train in a fresh process if the run were not reused
+    run = report["runs"][0]
+    assert run["reused"] and run["metrics"] == result["metrics"]
+    assert (tmp_path / "report.md").is_file()
+
+    cfg = json.loads(json.dumps(_train_config(s, entry).to_dict()))
+    run_dir = tmp_path / "runs" / "gpt-backprop"
+    assert _reusable(result, cfg, run_dir)
+    assert not _reusable(result, {**cfg, "steps": 3}, run_dir)
+    assert not _reusable(result, cfg, tmp_path / "missing")
+    assert not _reusable(None, cfg, run_dir)

@@ -64,10 +64,15 @@ def _int_list(ctx: click.Context, param: click.Parameter, value: str) -> list[in
     help="Torch threads per training process.",
 )
 @click.option("--device", default="cpu", show_default=True)
+@click.option(
+    "--reuse",
+    is_flag=True,
+    help="Load runs in OUT/runs already trained with the same config instead of retraining.",
+)
 def compare(
     out_dir: str, models: str, steps: int, batch_size: int, block_size: int, lr: float,
     hebbian_lr: float, seed: int, data: str | None, tokenizer: str, eval_every: int,
-    eval_tokens: int, contexts: list[int], threads: int | None, device: str,
+    eval_tokens: int, contexts: list[int], threads: int | None, device: str, reuse: bool,
 ) -> None:  # fmt: skip
     """Train each model on the same data, token budget and seed; write report.md/.json and plots."""
     from bdh.compare import CompareSettings, run_compare
@@ -76,7 +81,7 @@ def compare(
         out_dir=out_dir, entries=[m.strip() for m in models.split(",") if m.strip()], steps=steps,
         batch_size=batch_size, block_size=block_size, lr=lr, hebbian_lr=hebbian_lr, seed=seed,
         data=data, tokenizer=tokenizer, eval_every=eval_every, eval_tokens=eval_tokens,
-        device=device, threads=threads, contexts=contexts,
+        device=device, threads=threads, contexts=contexts, reuse=reuse,
     )  # fmt: skip
     report = run_compare(settings)
     for row in report["summary"]:
