@@ -126,13 +126,13 @@ def main() -> None:
         f"OMP_WAIT_POLICY={os.environ['OMP_WAIT_POLICY']}; load {load_avg()}",
         flush=True,
     )
+    if args.only in (None, "official") and not args.reference.is_file():
+        raise SystemExit(f"official reference not found at {args.reference} (see --reference)")
     results = []
     if args.only in (None, "ours"):
         results.append(run_ours(seconds, args.out))
         print(json.dumps(results[-1]), flush=True)
     if args.only in (None, "official"):
-        if not args.reference.is_file():
-            raise SystemExit(f"official reference not found at {args.reference}")
         results.append(run_official(seconds, args.reference))
         print(json.dumps(results[-1]), flush=True)
     for r in results:
