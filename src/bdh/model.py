@@ -63,23 +63,21 @@ class RotaryLinearAttention(nn.Module):
     def phasors(self, start: int, length: int) -> Tensor:
         """RoPE phasors of positions start..start+length-1, complex [length, N/2].
 
-        Computed once per forward (all layers share them) and cached for short positions,
-        instead of recomputing cos/sin of every position in every layer.
+        Computed once per forward (all layers share them) and cached for the first
+        positions, instead of recomputing cos/sin of every position in every layer. Only
+        parallel calls grow the cache, so decoding far past it keeps memory flat.
         """
         freqs = self.freqs.view(-1)
-        limit = min(ROPE_CACHE_MAX_POSITIONS, ROPE_CACHE_MAX_ELEMENTS // (freqs.numel() // 2))
-        if start + length > limit:
-            return rope_phasors(start, length, freqs)
         cache = self._phasor_cache
-        if (
-            cache is None
-            or cache.shape[0] < start + length
-            or cache.real.dtype != freqs.dtype
-            or cache.device != freqs.device
-        ):
-            size = min(max(start + length, 256 if cache is None else 2 * cache.shape[0]), limit)
-            cache = self._phasor_cache = rope_phasors(0, size, freqs)
-        return cache[start : start + length]
+        if cache is not None and (cache.real.dtype != freqs.dtype or cache.device != freqs.device):
+            cache = self._phasor_cache = None
+        if cache is not None and start + length <= cache.shape[0]:
+            return cache[start : start + length]
+        limit = min(ROPE_CACHE_MAX_POSITIONS, ROPE_CACHE_MAX_ELEMENTS // (freqs.numel() // 2))
+        if start > 0 or start + length > limit:
+            return rope_phasors(start, length, freqs)
+        self._phasor_cache = rope_phasors(0, max(length, min(256, limit)), freqs)
+        return self._phasor_cache[:length]
 
     def forward(
         self, x_sparse: Tensor, v: Tensor, phasors: Tensor, state: Tensor | None = None

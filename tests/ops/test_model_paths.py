@@ -48,3 +48,18 @@ def test_bf16_autocast_training_step_runs_and_matches_fp32_loss() -> None:
     loss16.backward()
     assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.parameters())
     assert abs(loss16.item() - loss32.item()) < 0.05 * loss32.item()
+
+
+def test_decoding_past_the_rope_cache_is_exact_and_does_not_grow_it(monkeypatch) -> None:
+    import bdh.model
+
+    monkeypatch.setattr(bdh.model, "ROPE_CACHE_MAX_POSITIONS", 16)
+    model = _model()
+    idx = torch.randint(0, 256, (1, 40))
+    parallel, _ = model(idx[:, :12])  # builds a cache of at most 16 positions
+    cached = model.attn._phasor_cache.shape[0]
+    full, _ = model(idx)  # 40 > 16: computed, not cached
+    logits, state = model.prefill(idx[:, :5])
+    steps = [model.step(idx[:, t], state)[0] for t in range(5, 40)]
+    torch.testing.assert_close(torch.stack(steps, dim=1), full[:, 5:], rtol=0, atol=1e-9)
+    assert model.attn._phasor_cache.shape[0] == cached <= 16

@@ -17,6 +17,8 @@ def _common(fn):
                      help="The official bdh.py (default: ../shared/reference/official_bdh.py beside the repository)."),
         click.option("--device", default="cpu", show_default=True, help="cpu or cuda (cuda:N)."),
         click.option("--seed", type=int, default=0, show_default=True, help="Seed of the weights and inputs."),
+        click.option("--threads", type=click.IntRange(min=1), default=None,
+                     help="CPU threads for both sides (torch.set_num_threads; default: torch's choice)."),
         click.option("--json", "as_json", is_flag=True, help="Print the result as JSON instead of a table."),
     ]  # fmt: skip
     for option in reversed(options):
@@ -33,10 +35,15 @@ def _emit(result, as_json: bool) -> None:
         click.echo(format_table(result))
 
 
-def _device(name: str) -> str:
+def _setup(device: str, threads: int | None) -> str:
+    """Apply --threads (both sides run in this process) and check the device."""
+    import torch
+
     from bdh.cli.inference import resolve_device
 
-    return resolve_device(name)
+    if threads is not None:
+        torch.set_num_threads(threads)
+    return resolve_device(device)
 
 
 @app.group()
@@ -56,11 +63,11 @@ def bench() -> None:
 @click.option("--precision", type=click.Choice(["fp32", "bf16"]), default="fp32", show_default=True,
               help="bf16: both sides under torch.autocast.")  # fmt: skip
 @_common
-def bench_train_command(preset, batch_size, block_size, steps, warmup, precision, reference, device, seed, as_json):
+def bench_train_command(preset, batch_size, block_size, steps, warmup, precision, reference, device, seed, threads, as_json):
     """Training step (forward, backward, AdamW) tokens/s and peak memory."""
     from bdh.bench import bench_train
 
-    _emit(bench_train(preset, batch_size, block_size, steps, warmup, precision, _device(device), reference, seed), as_json)
+    _emit(bench_train(preset, batch_size, block_size, steps, warmup, precision, _setup(device, threads), reference, seed), as_json)
 
 
 @bench.command("generate")
@@ -73,12 +80,12 @@ def bench_train_command(preset, batch_size, block_size, steps, warmup, precision
 @click.option("--max-official-tokens", type=click.IntRange(min=8), default=512, show_default=True,
               help="Run official generate() for at most this many tokens; longer runs are extrapolated.")  # fmt: skip
 @_common
-def bench_generate_command(presets, new_tokens, batch_size, prompt_len, max_official_tokens, reference, device, seed, as_json):
+def bench_generate_command(presets, new_tokens, batch_size, prompt_len, max_official_tokens, reference, device, seed, threads, as_json):
     """Generation tokens/s: official generate() (full recompute) vs our recurrent decoding."""
     from bdh.bench import bench_generate
 
     result = bench_generate(presets, new_tokens, batch_size, prompt_len, max_official_tokens,
-                            _device(device), reference, seed)  # fmt: skip
+                            _setup(device, threads), reference, seed)  # fmt: skip
     _emit(result, as_json)
 
 
@@ -90,11 +97,11 @@ def bench_generate_command(presets, new_tokens, batch_size, prompt_len, max_offi
 @click.option("--max-official-tokens", type=click.IntRange(min=1), default=4096, show_default=True,
               help="Run the official quadratic forward only up to this length.")  # fmt: skip
 @_common
-def bench_prefill_command(preset, lengths, batch_size, max_official_tokens, reference, device, seed, as_json):
+def bench_prefill_command(preset, lengths, batch_size, max_official_tokens, reference, device, seed, threads, as_json):
     """Long-prompt prefill tokens/s and peak memory (ours: chunked, state of fixed size)."""
     from bdh.bench import bench_prefill
 
-    _emit(bench_prefill(preset, lengths, batch_size, max_official_tokens, _device(device), reference, seed), as_json)
+    _emit(bench_prefill(preset, lengths, batch_size, max_official_tokens, _setup(device, threads), reference, seed), as_json)
 
 
 @bench.command("memory")
@@ -105,8 +112,8 @@ def bench_prefill_command(preset, lengths, batch_size, max_official_tokens, refe
 @click.option("--max-official-tokens", type=click.IntRange(min=1), default=4096, show_default=True,
               help="Run the official quadratic forward only up to this length.")  # fmt: skip
 @_common
-def bench_memory_command(preset, lengths, batch_size, max_official_tokens, reference, device, seed, as_json):
+def bench_memory_command(preset, lengths, batch_size, max_official_tokens, reference, device, seed, threads, as_json):
     """Peak memory against sequence length, every case in a fresh process."""
     from bdh.bench import bench_memory
 
-    _emit(bench_memory(preset, lengths, batch_size, max_official_tokens, _device(device), reference, seed), as_json)
+    _emit(bench_memory(preset, lengths, batch_size, max_official_tokens, _setup(device, threads), reference, seed), as_json)
