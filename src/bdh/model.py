@@ -186,14 +186,17 @@ class BDH(nn.Module):
         Returns logits [B, T, vocab] (or [B, vocab] of the last token when
         `all_logits` is False) and the updated state.
         """
+        B, T = idx.shape
         if state is None:
-            state = self.init_state(idx.shape[0])
-        pieces = []
-        for start in range(0, idx.shape[1], PREFILL_CHUNK):
+            state = self.init_state(B)
+        # One output allocation up front: small per-chunk results kept across iterations
+        # would fragment the heap and let memory creep up over very long prompts.
+        logits = self.lm_head.new_empty(B, T, self.config.vocab_size) if all_logits else None
+        for start in range(0, T, PREFILL_CHUNK):
             hidden = self._run(idx[:, start : start + PREFILL_CHUNK], state)
-            pieces.append(hidden @ self.lm_head if all_logits else hidden[:, -1] @ self.lm_head)
-        logits = torch.cat(pieces, dim=1) if all_logits else pieces[-1]
-        return logits, state
+            if all_logits:
+                logits[:, start : start + hidden.shape[1]] = hidden @ self.lm_head
+        return (logits if all_logits else hidden[:, -1] @ self.lm_head), state
 
     @torch.inference_mode()
     def step(self, tokens: Tensor, state: BDHState) -> tuple[Tensor, BDHState]:
