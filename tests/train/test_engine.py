@@ -245,3 +245,11 @@ def test_other_model_families_train_through_the_registry(make_cfg, family):
     assert model.model_type == family
     records = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
     assert any("val_loss" in r and math.isfinite(r["val_loss"]) for r in records)
+
+
+def test_force_with_a_bad_option_keeps_the_old_run(make_cfg):
+    cfg = make_cfg(steps=1)
+    train(cfg)
+    with pytest.raises(ConfigError, match="unknown bdh preset"):
+        train(cfg.replace(preset="nope"), force=True)
+    assert (Path(cfg.out_dir) / "checkpoints/step_00000001").is_dir()

@@ -177,9 +177,6 @@ class _Trainer:
 
         self.cfg, self.info, self.device, self.on_metrics = cfg, info, device, on_metrics
         self.run_dir = Path(cfg.out_dir)
-        # Every rank checks (and fails) alike; only rank 0 clears a forced directory.
-        prepare_run_dir(self.run_dir, resume, force, clear=info.is_main)
-        barrier(info)
         if cfg.batch_size % info.world_size:
             raise ConfigError(f"batch_size {cfg.batch_size} is not divisible by {info.world_size} ranks")
         self.rows_per_rank = cfg.batch_size // info.world_size
@@ -205,6 +202,10 @@ class _Trainer:
             self.model, cfg.lr, cfg.weight_decay, (cfg.beta1, cfg.beta2), device
         )
         self.rule = self._make_rule()
+        # Only now, with options, data and model checked, touch the run directory. Every
+        # rank checks (and fails) alike; only rank 0 clears a forced directory.
+        prepare_run_dir(self.run_dir, resume, force, clear=info.is_main)
+        barrier(info)
         self.step, self.tokens_seen, self.train_time = 0, 0, 0.0
         if resume:
             self._resume()
