@@ -55,13 +55,17 @@ class BenchResult:
     settings: dict[str, Any]
     rows: list[Row] = field(default_factory=list)
     agreement: dict[str, float] = field(default_factory=dict)  # max relative logits error
+    # The machine may be shared: its load when the run started (the environment adds the end).
+    load_at_start: list[float] | None = field(
+        default_factory=lambda: [round(x, 2) for x in os.getloadavg()] if hasattr(os, "getloadavg") else None
+    )
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "bench": self.bench,
             "device": self.device,
             "settings": self.settings,
-            "environment": environment(self.device),
+            "environment": {**environment(self.device), "load_average_at_start": self.load_at_start},
             "agreement_relative_error": self.agreement,
             "rows": [r.to_dict() for r in self.rows],
         }
@@ -363,7 +367,8 @@ def format_table(result: BenchResult) -> str:
     env = environment(result.device)
     lines = [
         f"bdh bench {result.bench} | device {result.device} | torch {env['torch']} | "
-        f"{env['threads']} threads | load average {env.get('load_average', 'n/a')}",
+        f"{env['threads']} threads | load average at start {result.load_at_start}, "
+        f"at end {env.get('load_average', 'n/a')}",
         "settings: " + ", ".join(f"{k}={v}" for k, v in result.settings.items()),
         "agreement (max relative logits error): "
         + ", ".join(f"{k} {v:.1e}" for k, v in result.agreement.items()),
