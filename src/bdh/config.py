@@ -13,8 +13,28 @@ from typing import Any
 from bdh.errors import ConfigError
 
 
+class ConfigDict:
+    """JSON round trip for config dataclasses; unknown or ill-typed fields are ConfigErrors."""
+
+    _unknown_label = "config field(s)"
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Any:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ConfigError(f"unknown {cls._unknown_label}: {', '.join(unknown)}")
+        try:
+            return cls(**data)
+        except TypeError as err:
+            raise ConfigError(f"bad {cls.__name__}: {err}") from None
+
+
 @dataclass
-class BDHConfig:
+class BDHConfig(ConfigDict):
     n_layer: int = 6
     n_embd: int = 256
     dropout: float = 0.1
@@ -47,17 +67,6 @@ class BDHConfig:
     def num_parameters(self) -> int:
         d, n, v = self.n_embd, self.n_neurons, self.vocab_size
         return 3 * n * d + 2 * v * d
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> BDHConfig:
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ConfigError(f"unknown {cls.__name__} field(s): {', '.join(unknown)}")
-        return cls(**data)
 
 
 # Presets. Larger sizes are named by their parameter count (byte vocabulary).

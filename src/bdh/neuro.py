@@ -16,7 +16,6 @@ LN is the references' row normalisation (unbiased std, eps added to the std).
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -25,6 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from bdh.config import ConfigDict
 from bdh.errors import ConfigError
 
 LN_EPS = 1e-6
@@ -32,7 +32,7 @@ L1_EPS = 1e-6
 
 
 @dataclass
-class BDHNeuroConfig:
+class BDHNeuroConfig(ConfigDict):
     n: int = 256
     d: int = 32
     vocab_size: int = 256
@@ -107,17 +107,6 @@ class BDHNeuroConfig:
             return self.u_decay
         weights = self.U_weights if self.U_weights is not None else [1.0] * len(self.U_kernels)
         return sum(w * u for w, u in zip(weights, self.U_kernels)) / sum(weights)
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> BDHNeuroConfig:
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ConfigError(f"unknown {cls.__name__} field(s): {', '.join(unknown)}")
-        return cls(**data)
 
     @classmethod
     def reference_neuro(cls, **fields: Any) -> BDHNeuroConfig:

@@ -8,20 +8,19 @@ learned, so a sequence can never be longer than `block_size` tokens.
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from bdh.config import ConfigDict
 from bdh.errors import BDHError, ConfigError
 
 
 @dataclass
-class GPTConfig:
+class GPTConfig(ConfigDict):
     n_layer: int = 4
     n_embd: int = 64
     n_head: int = 4
@@ -41,17 +40,6 @@ class GPTConfig:
             raise ConfigError(f"n_embd ({self.n_embd}) must be divisible by n_head ({self.n_head})")
         if not 0.0 <= self.dropout < 1.0:
             raise ConfigError(f"dropout must be in [0, 1), got {self.dropout!r}")
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> GPTConfig:
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ConfigError(f"unknown {cls.__name__} field(s): {', '.join(unknown)}")
-        return cls(**data)
 
 
 # Matched by parameter count (byte vocabulary, tied head, no biases) to BDH presets:

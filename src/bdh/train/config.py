@@ -6,12 +6,12 @@ resolved config is saved as `train_config.json` in the run directory.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bdh.config import ConfigDict
 from bdh.errors import ConfigError
 
 SCHEDULES = ("cosine", "constant")
@@ -28,7 +28,8 @@ RESUMABLE_CHANGES = frozenset(
 
 
 @dataclass
-class TrainConfig:
+class TrainConfig(ConfigDict):
+    _unknown_label = "training option(s)"
     """One training run. `batch_size` is the global batch (all ranks, all micro-steps)."""
 
     # model and data
@@ -107,20 +108,6 @@ class TrainConfig:
             raise ConfigError(f"time_budget_s must be > 0, got {self.time_budget_s}")
         if not isinstance(self.model_overrides, dict):
             raise ConfigError("model_overrides must be a mapping of model config fields")
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ConfigError(f"unknown training option(s): {', '.join(unknown)}")
-        try:
-            return cls(**data)
-        except TypeError as err:
-            raise ConfigError(f"bad training config: {err}") from None
 
     def replace(self, **changes: Any) -> TrainConfig:
         return TrainConfig.from_dict({**self.to_dict(), **changes})
