@@ -157,7 +157,11 @@ def train(
     device = resolve_device(cfg.device, info)
     init_distributed(info, device)
     try:
-        return _Trainer(cfg, info, device, on_metrics, resume, force).run()
+        run_dir = _Trainer(cfg, info, device, on_metrics, resume, force).run()
+        # Every rank finishes its last collective before any rank tears the group down;
+        # a gloo rank whose peer has already left can abort in its destructor.
+        barrier(info)
+        return run_dir
     finally:
         shutdown_distributed(info)
 
