@@ -34,7 +34,7 @@ _OPTIONS: list[tuple[str, str, Any, str]] = [
     ("--time-budget", "time_budget_s", click.FloatRange(0, min_open=True), "Stop after this many seconds of training (eval excluded); the cosine decays over it."),
     ("--seed", "seed", int, "Seed for weights, batches and dropout [1337]."),
     ("--device", "device", str, "auto, cpu, cuda, cuda:1 [auto]."),
-    ("--precision", "precision", click.Choice(["auto", "fp32", "bf16", "fp16"]), "Autocast precision; auto = bf16 on CUDA, fp32 on CPU."),
+    ("--precision", "precision", click.Choice(["auto", "fp32", "bf16", "fp16"]), "Autocast precision; auto = bf16 on CUDA and on CPUs with native bf16 (AVX512-BF16/AMX), else fp32."),
     ("--eval-every", "eval_every", click.IntRange(min=1), "Validate every N steps [100]."),
     ("--eval-tokens", "eval_tokens", click.IntRange(min=1), "Size of the fixed validation sample in tokens [16384]."),
     ("--log-every", "log_every", click.IntRange(min=1), "Log train metrics every N steps [10]."),

@@ -56,7 +56,7 @@ class TrainConfig(ConfigDict):
     seed: int = 1337
     # precision and speed
     device: str = "auto"  # auto = cuda when available, else cpu
-    precision: str = "auto"  # auto = bf16 on CUDA with bf16 support, else fp32
+    precision: str = "auto"  # auto = bf16 on CUDA / CPUs with native bf16, else fp32
     compile: bool = False
     # evaluation, logging, checkpoints
     out_dir: str = "runs/bdh"

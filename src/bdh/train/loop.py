@@ -79,15 +79,28 @@ def resolve_device(name: str, info: DistInfo) -> torch.device:
     return device
 
 
+def cpu_has_native_bf16() -> bool:
+    """True when the CPU has bf16 instructions (AVX512-BF16 or AMX); emulated bf16 is slower than fp32."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text().split()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
 def resolve_precision(precision: str, device: torch.device) -> str:
-    """auto: bf16 on CUDA cards that support it, fp32 elsewhere (see docs/training.md for CPU)."""
+    """auto: bf16 autocast on CUDA cards and CPUs with native bf16, fp32 elsewhere.
+
+    On CPU, bf16 autocast reached the same validation loss as fp32 in about half the time
+    (docs/training.md); weights, optimizer state, loss and evaluation stay fp32.
+    """
     if precision != "auto":
         if precision == "fp16" and device.type != "cuda":
             raise ConfigError("fp16 training needs CUDA (use bf16 or fp32 on CPU)")
         return precision
-    if device.type == "cuda" and torch.cuda.is_bf16_supported():
-        return "bf16"
-    return "fp32"
+    if device.type == "cuda":
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
+    return "bf16" if device.type == "cpu" and cpu_has_native_bf16() else "fp32"
 
 
 def resume_config(run_dir: str | Path, changes: dict[str, Any] | None = None) -> TrainConfig:
