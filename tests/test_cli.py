@@ -70,6 +70,8 @@ def test_eval_prints_loss_and_bits_per_byte(byte_ckpt, capsys) -> None:
         (["generate", "{byte}", "--top-p", "1.01"], "--top-p"),
         (["generate", "{char}", "-p", "xyz"], "not in the tokenizer's vocabulary"),
         (["generate", "{missing}"], "no checkpoint"),
+        (["generate", "{byte}", "--device", "gpu0"], "unknown device"),
+        (["eval", "{byte}", "--device", "cuda:7x"], "unknown device"),
         (["eval", "{byte}", "--data", "{missing}"], "no corpus"),
         (["eval", "{byte}", "--data", "{short}", "--block-size", "64"], "too short"),
         (["eval", "{byte}", "--data", "{empty}"], "empty"),

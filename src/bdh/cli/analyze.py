@@ -83,7 +83,7 @@ def analyze(
 
     from bdh.analysis.report import analyze_model, write_report
     from bdh.checkpoint import load_checkpoint
-    from bdh.cli.inference import resolve_device
+    from bdh.device import resolve_device
     from bdh.errors import BDHError
 
     torch.set_num_threads(threads)
@@ -102,7 +102,7 @@ def analyze(
             isinstance(w, list) and all(isinstance(x, str) for x in w) for w in groups.values()
         ):
             raise BDHError(f"{groups_file} must hold a JSON object {{group: [words]}}")
-    device = resolve_device(device)
+    device = str(resolve_device(device))
     model, tokenizer = load_checkpoint(checkpoint, device)
     base = load_checkpoint(baseline, device)[0] if baseline is not None else None
     result = analyze_model(

@@ -39,11 +39,11 @@ def _setup(device: str, threads: int | None) -> str:
     """Apply --threads (both sides run in this process) and check the device."""
     import torch
 
-    from bdh.cli.inference import resolve_device
+    from bdh.device import resolve_device
 
     if threads is not None:
         torch.set_num_threads(threads)
-    return resolve_device(device)
+    return str(resolve_device(device))
 
 
 @app.group()

@@ -15,16 +15,6 @@ checkpoint_argument = click.argument(
 device_option = click.option("--device", default="cpu", show_default=True, help="Torch device: cpu, cuda, cuda:1, ...")
 
 
-def resolve_device(name: str) -> str:
-    import torch
-
-    from bdh.errors import BDHError
-
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise BDHError(f"device '{name}' requested but CUDA is not available")
-    return name
-
-
 @app.command()
 @checkpoint_argument
 @click.option("--prompt", "-p", multiple=True, default=["\n"], show_default=False, help="Prompt text; repeat for a batch (default: a newline).")
@@ -42,6 +32,7 @@ def generate(
 ) -> None:  # fmt: skip
     """Generate text from CHECKPOINT, streaming it to stdout as it is produced."""
     from bdh.checkpoint import load_checkpoint
+    from bdh.device import resolve_device
     from bdh.errors import BDHError
     from bdh.generate import SamplingConfig, generate_text, stream_text
 
@@ -78,6 +69,7 @@ def evaluate(
     """Loss (nats/token) and bits per byte of CHECKPOINT on a corpus split."""
     from bdh.checkpoint import load_checkpoint
     from bdh.data import load_corpus
+    from bdh.device import resolve_device
     from bdh.evaluation import evaluate as run_eval
 
     model, tokenizer = load_checkpoint(checkpoint, resolve_device(device))

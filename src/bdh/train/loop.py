@@ -22,6 +22,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from bdh.device import resolve_device
 from bdh.errors import BDHError, ConfigError
 from bdh.train.config import TrainConfig, check_resume_compatible
 from bdh.train.distributed import (
@@ -66,14 +67,11 @@ class TrainingInterrupted(BDHError):
         self.step = step
 
 
-def resolve_device(name: str, info: DistInfo) -> torch.device:
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    device = torch.device(name)
+def rank_device(name: str, info: DistInfo) -> torch.device:
+    """The device of this rank: one GPU per rank under DDP."""
+    device = resolve_device(name)
     if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise ConfigError(f"device '{name}' requested but CUDA is not available")
-        if info.enabled:  # one GPU per rank
+        if info.enabled:
             device = torch.device("cuda", info.local_rank)
         torch.cuda.set_device(device)
     return device
@@ -174,7 +172,7 @@ def train(
     `TrainingInterrupted` after saving on SIGINT/SIGTERM and `TrainingDiverged` on NaN/inf.
     """
     info = dist_info_from_env()
-    device = resolve_device(cfg.device, info)
+    device = rank_device(cfg.device, info)
     init_distributed(info, device)
     try:
         run_dir = _Trainer(cfg, info, device, on_metrics, resume, force).run()
