@@ -6,7 +6,9 @@ learns. Here BDHNeuro trains every weight with truncated BPTT on batches of sequ
 Both use the seed's configuration (n=128, d=32, every extension on, char vocabulary of
 tiny Shakespeare, AdamW lr 1e-3).
 
-    python benchmarks/neuro_vs_seed.py --reference-dir ../shared/reference
+    python benchmarks/neuro_vs_seed.py --reference-dir ../shared/reference --compile
+
+The seed loop is timed once per thread count; ours as the median of `--steps` steps.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -59,35 +62,42 @@ def seed_loop_tokens_per_s(module, ids: torch.Tensor, vocab: int, tokens: int) -
     return tokens / (time.perf_counter() - start)
 
 
-def neuro_tokens_per_s(corpus, vocab: int, batch: int, block: int, steps: int) -> float:
+def neuro_tokens_per_s(
+    corpus, vocab: int, batch: int, block: int, steps: int, compiled: bool
+) -> float:
+    """Median over `steps` training steps, after two warm-up steps (compilation)."""
     config = BDHNeuroConfig.from_dict(
         {**model_presets("neuro")["seed"], "vocab_size": vocab, "bptt": block}
     )
     torch.manual_seed(3)
     model = BDHNeuro(config)
+    if compiled:
+        model.compile()
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
     gen = torch.Generator().manual_seed(0)
-    x, y = corpus.batch("train", batch, block, gen, "cpu")
-    _, loss = model(x, y)  # warm-up
-    loss.backward()
-    start = time.perf_counter()
-    for _ in range(steps):
+    times = []
+    for _ in range(steps + 2):
+        start = time.perf_counter()
         x, y = corpus.batch("train", batch, block, gen, "cpu")
-        _, loss = model(x, y)
+        _, loss = model(x, y, generator=gen)
         opt.zero_grad()
         loss.backward()
         opt.step()
-    return steps * batch * block / (time.perf_counter() - start)
+        times.append(time.perf_counter() - start)
+    return batch * block / statistics.median(times[2:])
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--reference-dir", type=Path, default=Path("../shared/reference"))
     parser.add_argument("--seed-tokens", type=int, default=300)
-    parser.add_argument("--batch", type=int, default=64)
+    parser.add_argument("--batch", type=int, default=512)
     parser.add_argument("--block", type=int, default=64)
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
+    parser.add_argument(
+        "--compile", action="store_true", help="also time BDHNeuro with its cell compiled"
+    )
     parser.add_argument("--json", type=Path, default=None, help="also write the results here")
     args = parser.parse_args()
 
@@ -98,12 +108,15 @@ def main() -> None:
     for threads in args.threads:
         torch.set_num_threads(threads)
         seed = seed_loop_tokens_per_s(module, ids, tokenizer.vocab_size, args.seed_tokens)
-        ours = neuro_tokens_per_s(corpus, tokenizer.vocab_size, args.batch, args.block, args.steps)
-        row = dict(threads=threads, seed_tokens_per_s=round(seed, 1),
-                   neuro_tokens_per_s=round(ours, 1), speedup=round(ours / seed, 1),
-                   batch=args.batch, block=args.block)  # fmt: skip
-        results.append(row)
-        print(json.dumps(row), flush=True)
+        for compiled in (False, True) if args.compile else (False,):
+            ours = neuro_tokens_per_s(
+                corpus, tokenizer.vocab_size, args.batch, args.block, args.steps, compiled
+            )
+            row = dict(threads=threads, compiled=compiled, seed_tokens_per_s=round(seed, 1),
+                       neuro_tokens_per_s=round(ours, 1), speedup=round(ours / seed, 1),
+                       batch=args.batch, block=args.block)  # fmt: skip
+            results.append(row)
+            print(json.dumps(row), flush=True)
     if args.json:
         args.json.write_text(
             json.dumps({"torch": torch.__version__, "results": results}, indent=2) + "\n"

@@ -113,3 +113,27 @@ def test_rho_read_and_write_gradients():
     assert torch.autograd.gradcheck(_RhoRead.apply, (rho, x))
     assert torch.autograd.gradcheck(lambda r, a, b: _RhoWrite.apply(r, a, b, keep), (rho, v, x))
     assert torch.autograd.gradcheck(lambda r, a, b: _RhoWrite.apply(r, a, b, 0.9), (rho, v, x))
+
+    def read_then_write(r: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        read, passed = _RhoRead.apply(r, b)
+        return _RhoWrite.apply(passed, a * read.sum(), b, keep)  # both gradients reach rho
+
+    assert torch.autograd.gradcheck(read_then_write, (rho, v, x))
+
+
+def test_compiled_cell_equals_eager():
+    config = BDHNeuroConfig.from_dict({**model_presets("neuro")["seed"], "vocab_size": 30})
+    torch.manual_seed(0)
+    eager = BDHNeuro(config)
+    compiled = BDHNeuro(config)
+    compiled.load_state_dict(eager.state_dict())
+    compiled.compile()
+    idx = torch.randint(0, 30, (3, 9))
+    results = []
+    for model in (eager, compiled):
+        logits, loss = model(idx[:, :-1], idx[:, 1:], generator=torch.Generator().manual_seed(5))
+        loss.backward()
+        results.append((logits, {k: p.grad for k, p in model.named_parameters()}))
+    torch.testing.assert_close(results[1][0], results[0][0], atol=1e-5, rtol=1e-4)
+    for name, grad in results[0][1].items():
+        torch.testing.assert_close(results[1][1][name], grad, atol=1e-5, rtol=1e-4, msg=name)

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from bdh.device import resolve_device
 from bdh.errors import BDHError, ConfigError
@@ -238,10 +238,9 @@ class _Trainer:
                 self.run_dir.mkdir(parents=True, exist_ok=True)
         if info.is_main:
             write_train_config(self.run_dir, cfg.to_dict())
+        if cfg.compile:  # in place, so a model can choose what to compile (neuro: its cell)
+            self.model.compile()
         self.ddp_model = wrap_model(self.model, info, device)
-        self.forward_model: nn.Module = self.ddp_model
-        if cfg.compile:
-            self.forward_model = torch.compile(self.ddp_model)
         self.scaler = torch.amp.GradScaler("cuda") if self.precision == "fp16" else None
         self.probe = ActivityProbe(self.model)
 
@@ -304,7 +303,7 @@ class _Trainer:
                 sync = self.ddp_model.no_sync()  # all-reduce gradients once, on the last micro-batch
             grad_mode = contextlib.nullcontext() if backprop else torch.no_grad()
             with sync, grad_mode, self._autocast():
-                _, loss = self.forward_model(x, y)
+                _, loss = self.ddp_model(x, y)
                 loss = loss / self.accum
             if backprop:
                 (self.scaler.scale(loss) if self.scaler else loss).backward()
