@@ -95,21 +95,27 @@ def iterate_ids(
         forced[i, : len(p) - common] = torch.tensor(p[common:], dtype=torch.long)
         has_forced[i, : len(p) - common] = True
     produced = torch.zeros(len(batch), dtype=torch.long, device=device)
-    position = 0
-    while bool((produced < max_new_tokens).any()):
+    if max_new_tokens == 0:
+        return
+    # Ragged phase: some sequences still feed prompt tokens while the others sample.
+    for position in range(forced.shape[1]):
         sampled = sample_next(logits, sampling, generator)
-        if position < forced.shape[1]:
-            is_prompt = has_forced[:, position]
-            token = torch.where(is_prompt, forced[:, position], sampled)
-        else:
-            is_prompt = torch.zeros_like(produced, dtype=torch.bool)
-            token = sampled
-        position += 1
+        is_prompt = has_forced[:, position]
+        token = torch.where(is_prompt, forced[:, position], sampled)
         new = ~is_prompt
         produced += new.long()
         if bool(new.any()):
             yield torch.where(new, token, torch.full_like(token, -1))
         if bool((produced < max_new_tokens).any()):
+            logits, state = model.step(token, state)
+        else:
+            return
+    # Every sequence samples from here on: no per-token bookkeeping.
+    remaining = max_new_tokens - int(produced.min())
+    for i in range(remaining):
+        token = sample_next(logits, sampling, generator)
+        yield token
+        if i + 1 < remaining:
             logits, state = model.step(token, state)
 
 

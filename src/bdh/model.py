@@ -200,9 +200,25 @@ class BDH(nn.Module):
 
     @torch.inference_mode()
     def step(self, tokens: Tensor, state: BDHState) -> tuple[Tensor, BDHState]:
-        """Consume one token per sequence, tokens [B] -> logits [B, vocab]."""
-        hidden = self._run(tokens.view(-1, 1), state)
-        return hidden[:, 0] @ self.lm_head, state
+        """Consume one token per sequence, tokens [B] -> logits [B, vocab].
+
+        `layer` written for a single token: vector-matrix products and an in-place state
+        update, without the [B, H, T, ...] reshaping of the parallel form, which costs
+        more than the arithmetic at batch 1 (the probes fire in the parallel form only).
+        """
+        B = tokens.shape[0]
+        H, N, D = self.config.n_head, self.config.neurons_per_head, self.config.n_embd
+        phasors = self.attn.phasors(state.position, 1)[0]  # N/2
+        x = self.ln(self.embed(tokens))  # B, D
+        for kv in state.kv:  # B, H, N, D
+            x_sparse = F.relu(x.view(B, 1, 1, D) @ self.encoder).view(B, H, N)
+            q = apply_rope_phasors(x_sparse, phasors)
+            a = linear_attention_step(q, q, x.view(B, 1, D), kv)  # B, H, D
+            y_sparse = F.relu(self.ln(a).unsqueeze(2) @ self.encoder_v).view(B, H, N)
+            y_mlp = (x_sparse * y_sparse).view(B, H * N) @ self.decoder  # B, D
+            x = self.ln(x + self.ln(y_mlp))
+        state.position += 1
+        return x @ self.lm_head, state
 
     @torch.no_grad()
     def generate(
