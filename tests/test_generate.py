@@ -107,6 +107,9 @@ def test_empty_prompt_is_refused(model) -> None:
         generate_ids(model, [[]], 5)
     with pytest.raises(BDHError, match="empty"):
         list(stream_text(model, bdh.ByteTokenizer(), "", 5))
+    for all_logits in (True, False):  # the model API refuses it too
+        with pytest.raises(BDHError, match="at least one token"):
+            model.prefill(torch.zeros(1, 0, dtype=torch.long), all_logits=all_logits)
 
 
 def test_memory_is_flat_in_generated_length(model) -> None:

@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from bdh.config import BDHConfig
+from bdh.errors import BDHError
 from bdh.ops.attention import causal_linear_attention, linear_attention_step
 from bdh.ops.rope import apply_rope_phasors, rope_frequencies, rope_phasors
 
@@ -187,6 +188,8 @@ class BDH(nn.Module):
         `all_logits` is False) and the updated state.
         """
         B, T = idx.shape
+        if T == 0:
+            raise BDHError("prefill needs at least one token")
         if state is None:
             state = self.init_state(B)
         # One output allocation up front: small per-chunk results kept across iterations

@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from bdh.config import ConfigDict
-from bdh.errors import ConfigError
+from bdh.errors import BDHError, ConfigError
 
 LN_EPS = 1e-6
 L1_EPS = 1e-6
@@ -367,6 +367,8 @@ class BDHNeuro(nn.Module):
         state is new; the one passed in is not modified.
         """
         B, T = idx.shape
+        if T == 0:
+            raise BDHError("the neuro model needs at least one token")
         c = self.config
         if state is None:
             state = self.init_state(B)

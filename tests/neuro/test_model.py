@@ -137,3 +137,11 @@ def test_compiled_cell_equals_eager():
     torch.testing.assert_close(results[1][0], results[0][0], atol=1e-5, rtol=1e-4)
     for name, grad in results[0][1].items():
         torch.testing.assert_close(results[1][1][name], grad, atol=1e-5, rtol=1e-4, msg=name)
+
+
+def test_empty_input_is_refused():
+    from bdh.errors import BDHError
+
+    model = BDHNeuro(BDHNeuroConfig(**CFG))
+    with pytest.raises(BDHError, match="at least one token"):
+        model.prefill(torch.zeros(2, 0, dtype=torch.long))
