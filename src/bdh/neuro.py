@@ -152,7 +152,12 @@ BDHNeuroConfig.PRESETS = {  # type: ignore[attr-defined]  # looked up by bdh.mod
 
 def layernorm_row(z: Tensor) -> Tensor:
     """The references' LN over the last dim: (z - mean) / (unbiased std + 1e-6)."""
-    return (z - z.mean(dim=-1, keepdim=True)) / (z.std(dim=-1, keepdim=True) + LN_EPS)
+    centered = z - z.mean(dim=-1, keepdim=True)
+    # Tensor.std is several times slower on CPU for short rows, forward and backward. The
+    # clamp keeps the gradient of a constant row (rho = 0 on the first token) at zero, as
+    # Tensor.std does, instead of 0 * inf from the square root.
+    var = (centered * centered).sum(dim=-1, keepdim=True) / (z.shape[-1] - 1)
+    return centered / (var.clamp_min(torch.finfo(var.dtype).tiny).sqrt() + LN_EPS)
 
 
 def effective_rank(mats: Tensor, eps: float = 1e-12) -> Tensor:
@@ -302,16 +307,13 @@ class BDHNeuro(nn.Module):
         return (H / math.log(c.d + 1e-6) * c.mod_gamma_max).clamp(max=c.mod_gamma_max)
 
     def _token(
-        self, v_in: Tensor, x: Tensor, rho: Tensor, generator: torch.Generator | None
-    ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
-        """One token for every row: v_in [B, d], x [B, n], rho [B, d, n].
+        self, v_in: Tensor, drive: Tensor, x: Tensor, rho: Tensor, generator: torch.Generator | None
+    ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
+        """One token for every row: v_in [B, d], its drive [B, n], x [B, n], rho [B, d, n].
 
-        Returns x_t, y_t, v*_t, rho_t, gain, drive and Dy's input (the last two for probes).
+        Returns x_t, y_t, v*_t, rho_t, gain and Dy's input (for its probe).
         """
         c = self.config
-        drive = v_in @ self.Dx.t()
-        if c.use_relu_lowrank:
-            drive = F.relu(drive)
         x = (x if c.x_decay is None else c.x_decay * x) + drive
         if c.x_l1_norm:
             x = x / (x.abs().sum(dim=-1, keepdim=True) + L1_EPS)
@@ -352,7 +354,7 @@ class BDHNeuro(nn.Module):
             keep = c.rho_decay * (1.0 - c.local_forget_eta * inactive)
         v_scaled = (c.rho_decay * gain).unsqueeze(-1) * v_in
         rho = _RhoWrite.apply(rho, v_scaled, x, keep)
-        return x, y, v_star, rho, gain, drive, dy_in
+        return x, y, v_star, rho, gain, dy_in
 
     def run(
         self,
@@ -374,16 +376,22 @@ class BDHNeuro(nn.Module):
             state = self.init_state(B)
         x, rho = state.x, state.rho
         v_in_all = self.token_emb[idx]  # B, T, d
-        xs, ys, vs, gains, drives, a_ins, rhos = [], [], [], [], [], [], []
+        # The drive does not depend on the state: one product for all tokens.
+        drive_all = v_in_all @ self.Dx.t()  # B, T, n
+        if c.use_relu_lowrank:
+            drive_all = F.relu(drive_all)
+        # unbind: its backward stacks the T gradients once, where indexing [:, t] would
+        # add T full-size zero-padded gradients.
+        v_ins, drives = v_in_all.unbind(1), drive_all.unbind(1)
+        xs, ys, vs, gains, a_ins, rhos = [], [], [], [], [], []
         for t in range(T):
             if c.bptt and t and t % c.bptt == 0:
                 x, rho = x.detach(), rho.detach()
-            x, y, v, rho, gain, drive, a_in = self._token(v_in_all[:, t], x, rho, generator)
+            x, y, v, rho, gain, a_in = self._token(v_ins[t], drives[t], x, rho, generator)
             xs.append(x)
             ys.append(y)
             vs.append(v)
             gains.append(gain)
-            drives.append(drive)
             a_ins.append(a_in)
             if record_rho:
                 rhos.append(rho)
@@ -395,7 +403,7 @@ class BDHNeuro(nn.Module):
             rho=torch.stack(rhos, 1) if record_rho else None,
         )
         self.probe_v_in(v_in_all)
-        self.probe_drive(torch.stack(drives, 1))
+        self.probe_drive(drive_all)
         self.probe_a(torch.stack(a_ins, 1))
         return trace, NeuroState(x=x, rho=rho, position=state.position + T)
 

@@ -145,3 +145,19 @@ def test_empty_input_is_refused():
     model = BDHNeuro(BDHNeuroConfig(**CFG))
     with pytest.raises(BDHError, match="at least one token"):
         model.prefill(torch.zeros(2, 0, dtype=torch.long))
+
+
+def test_layernorm_row_equals_the_references_formula_and_gradient():
+    from bdh.neuro import LN_EPS, layernorm_row
+
+    z = torch.randn(5, 7, dtype=torch.double)
+    z[2] = 0.3  # a constant row (the first token reads rho = 0): zero gradient, not NaN
+    ours, ref = z.clone().requires_grad_(), z.clone().requires_grad_()
+    out = layernorm_row(ours)
+    expected = (ref - ref.mean(-1, keepdim=True)) / (ref.std(-1, keepdim=True) + LN_EPS)
+    torch.testing.assert_close(out, expected)
+    weights = torch.randn(5, 7, dtype=torch.double)
+    (out * weights).sum().backward()
+    (expected * weights).sum().backward()
+    torch.testing.assert_close(ours.grad, ref.grad)
+    assert torch.isfinite(ours.grad).all()
