@@ -8,7 +8,8 @@ tiny Shakespeare, AdamW lr 1e-3).
 
     python benchmarks/neuro_vs_seed.py --reference-dir ../shared/reference --compile
 
-The seed loop is timed once per thread count; ours as the median of `--steps` steps.
+Rounds alternate the two loops (`--seed-tokens` seed tokens, then `--steps` of our
+training steps); the speedup is the ratio of the two medians over `--rounds` rounds.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import json
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -39,8 +41,11 @@ def load_seed_module(reference_dir: Path):
     return module
 
 
-def seed_loop_tokens_per_s(module, ids: torch.Tensor, vocab: int, tokens: int) -> float:
-    """The seed's loop verbatim: core.step, head(v), loss, backward, AdamW step per token."""
+def seed_loop(module, ids: torch.Tensor, vocab: int) -> Callable[[int], float]:
+    """The seed's loop verbatim: core.step, head(v), loss, backward, AdamW step per token.
+
+    Returns a function that runs the next `tokens` tokens and returns their tokens/s.
+    """
     n = 128
     core = module.BDHNeuroRefTorch(
         n=n, d=32, V=vocab, seed=3, U_kernels=[0.99, 0.97, 0.94], U_weights=[0.5, 0.3, 0.2],
@@ -51,21 +56,30 @@ def seed_loop_tokens_per_s(module, ids: torch.Tensor, vocab: int, tokens: int) -
     head = nn.Linear(32, vocab)
     opt = torch.optim.AdamW(head.parameters(), lr=1e-3)
     loss_fn = nn.CrossEntropyLoss()
-    start = time.perf_counter()
-    for t in range(tokens):
-        core.step(int(ids[t]))
-        logits = head(core.v)
-        loss = loss_fn(logits.view(1, -1), ids[t + 1].view(1))
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    return tokens / (time.perf_counter() - start)
+    position = 0
+
+    def run(tokens: int) -> float:
+        nonlocal position
+        start = time.perf_counter()
+        for _ in range(tokens):
+            t = position % (len(ids) - 1)
+            core.step(int(ids[t]))
+            logits = head(core.v)
+            loss = loss_fn(logits.view(1, -1), ids[t + 1].view(1))
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            position += 1
+        return tokens / (time.perf_counter() - start)
+
+    return run
 
 
-def neuro_tokens_per_s(
-    corpus, vocab: int, batch: int, block: int, steps: int, compiled: bool
-) -> float:
-    """Median over `steps` training steps, after two warm-up steps (compilation)."""
+def neuro_training(
+    corpus, vocab: int, batch: int, block: int, compiled: bool
+) -> Callable[[int], float]:
+    """BDHNeuro on the seed's configuration; returns a function that runs `steps`
+    training steps and returns their tokens/s. Two warm-up steps (compilation) first."""
     config = BDHNeuroConfig.from_dict(
         {**model_presets("neuro")["seed"], "vocab_size": vocab, "bptt": block}
     )
@@ -75,25 +89,29 @@ def neuro_tokens_per_s(
         model.compile()
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
     gen = torch.Generator().manual_seed(0)
-    times = []
-    for _ in range(steps + 2):
+
+    def run(steps: int) -> float:
         start = time.perf_counter()
-        x, y = corpus.batch("train", batch, block, gen, "cpu")
-        _, loss = model(x, y, generator=gen)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        times.append(time.perf_counter() - start)
-    return batch * block / statistics.median(times[2:])
+        for _ in range(steps):
+            x, y = corpus.batch("train", batch, block, gen, "cpu")
+            _, loss = model(x, y, generator=gen)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        return steps * batch * block / (time.perf_counter() - start)
+
+    run(2)
+    return run
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--reference-dir", type=Path, default=Path("../shared/reference"))
-    parser.add_argument("--seed-tokens", type=int, default=300)
+    parser.add_argument("--seed-tokens", type=int, default=300, help="seed tokens per round")
     parser.add_argument("--batch", type=int, default=512)
     parser.add_argument("--block", type=int, default=64)
-    parser.add_argument("--steps", type=int, default=5)
+    parser.add_argument("--steps", type=int, default=1, help="our training steps per round")
+    parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     parser.add_argument(
         "--compile", action="store_true", help="also time BDHNeuro with its cell compiled"
@@ -107,13 +125,20 @@ def main() -> None:
     results = []
     for threads in args.threads:
         torch.set_num_threads(threads)
-        seed = seed_loop_tokens_per_s(module, ids, tokenizer.vocab_size, args.seed_tokens)
         for compiled in (False, True) if args.compile else (False,):
-            ours = neuro_tokens_per_s(
-                corpus, tokenizer.vocab_size, args.batch, args.block, args.steps, compiled
+            seed = seed_loop(module, ids, tokenizer.vocab_size)
+            seed(20)  # warm-up
+            ours = neuro_training(
+                corpus, tokenizer.vocab_size, args.batch, args.block, compiled
             )
-            row = dict(threads=threads, compiled=compiled, seed_tokens_per_s=round(seed, 1),
-                       neuro_tokens_per_s=round(ours, 1), speedup=round(ours / seed, 1),
+            # Alternate the two so that a slow spell of a shared machine hits both.
+            rates = [(seed(args.seed_tokens), ours(args.steps)) for _ in range(args.rounds)]
+            seed_rate = statistics.median(r[0] for r in rates)
+            ours_rate = statistics.median(r[1] for r in rates)
+            row = dict(threads=threads, compiled=compiled, seed_tokens_per_s=round(seed_rate, 1),
+                       neuro_tokens_per_s=round(ours_rate, 1),
+                       speedup=round(ours_rate / seed_rate, 1),
+                       speedup_per_round=[round(o / s_, 1) for s_, o in rates],
                        batch=args.batch, block=args.block)  # fmt: skip
             results.append(row)
             print(json.dumps(row), flush=True)
