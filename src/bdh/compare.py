@@ -128,7 +128,9 @@ def _train_and_measure(settings: dict[str, Any], entry: dict[str, Any]) -> dict[
     """Runs in a fresh process: train one entry, then measure it."""
     import torch
 
+    from bdh.device import resolve_device
     from bdh.train import train
+    from bdh.train.loop import resolve_precision
 
     s = CompareSettings(**settings)
     if s.threads:
@@ -143,6 +145,7 @@ def _train_and_measure(settings: dict[str, Any], entry: dict[str, Any]) -> dict[
     result = {
         "name": entry["name"],
         "train_config": cfg.to_dict(),
+        "precision": resolve_precision(cfg.precision, resolve_device(cfg.device), cfg.model),
         "metrics": lines,
         "peak_rss_bytes": rss_peak,
         "rss_before_training_bytes": rss_before,
@@ -209,6 +212,7 @@ def summarize(result: dict[str, Any]) -> dict[str, Any]:
     return {
         "name": result["name"],
         "parameters": result["parameters"],
+        "precision": result.get("precision"),
         "final_val_loss": evals[-1]["val_loss"] if evals else None,
         "final_val_bpb": evals[-1]["val_bpb"] if evals else None,
         "final_train_loss": last.get("loss"),
@@ -295,12 +299,13 @@ def markdown_report(report: dict[str, Any]) -> str:
         f"torch {report['machine']['torch']}. Wall time of the whole comparison: "
         f"{_fmt(report.get('wall_time_s'), '.0f')} s.",
         "",
-        "| model | params | val loss | val bits/byte | tokens/s | peak RSS (MiB) | activation sparsity | weight sparsity |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
+        "| model | params | precision | val loss | val bits/byte | tokens/s | peak RSS (MiB) | activation sparsity | weight sparsity |",
+        "|---|---:|---|---:|---:|---:|---:|---:|---:|",
     ]
     for r in report["summary"]:
         lines.append(
-            f"| {r['name']} | {r['parameters']:,} | {_fmt(r['final_val_loss'])} | {_fmt(r['final_val_bpb'])} "
+            f"| {r['name']} | {r['parameters']:,} | {r.get('precision') or 'n/a'} "
+            f"| {_fmt(r['final_val_loss'])} | {_fmt(r['final_val_bpb'])} "
             f"| {_fmt(r['tokens_per_s'], ',.0f')} | {_fmt(r['peak_rss_mib'], '.0f')} "
             f"| {_fmt(r['activation_sparsity'])} | {_fmt(r['weight_sparsity'])} |"
         )
