@@ -58,6 +58,8 @@ def test_generate_batch_of_prompts(byte_ckpt, capsys) -> None:
 def test_eval_prints_loss_and_bits_per_byte(byte_ckpt, capsys) -> None:
     code, out, _ = run_cli(["eval", str(byte_ckpt), "--max-tokens", "512", "--block-size", "64"], capsys)
     assert code == 0 and "val loss" in out and "bits per byte" in out
+    code, out, _ = run_cli(["eval", str(byte_ckpt), "--max-tokens", "3000", "--whole"], capsys)
+    assert code == 0 and "3000 tokens" in out and "as one sequence" in out
 
 
 @pytest.mark.parametrize(

@@ -1,4 +1,8 @@
-"""Validation loss and bits per byte on a fixed, deterministic slice of a corpus."""
+"""Validation loss and bits per byte on a fixed, deterministic slice of a corpus.
+
+`evaluate` scores independent windows with the parallel forward; `score_sequence` reads
+a whole text as one sequence through the model's recurrent state, in bounded memory.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +14,7 @@ import torch
 from torch import nn
 
 from bdh.data.corpus import TokenCorpus
+from bdh.errors import BDHError
 from bdh.tokenizers import Tokenizer
 
 
@@ -58,4 +63,51 @@ def evaluate(
     mean = total_loss / max(total_tokens, 1)
     return EvalResult(
         loss=mean, bits_per_byte=total_loss / math.log(2) / max(total_bytes, 1), tokens=total_tokens
+    )
+
+
+# Tokens per prefill call when scoring: the logits of one chunk are all that is held.
+SCORE_CHUNK = 1024
+
+
+@torch.no_grad()
+def score_sequence(
+    model: nn.Module,
+    tokens: np.ndarray,
+    tokenizer: Tokenizer,
+    max_tokens: int | None = None,
+    chunk_size: int = SCORE_CHUNK,
+) -> EvalResult:
+    """Loss of `tokens` read as one sequence, each token predicted from its whole prefix.
+
+    Chunks are prefilled onto the recurrent state of everything before them, so memory is
+    the state plus one chunk's logits whatever the length (16k, 64k, 256k tokens...).
+    Models whose state is bounded by a context window (the GPT baseline) refuse lengths
+    beyond it.
+    """
+    n_targets = len(tokens) - 1 if max_tokens is None else min(len(tokens) - 1, max_tokens)
+    if n_targets < 1:
+        raise BDHError("scoring needs at least two tokens")
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    byte_len = _byte_lengths(tokenizer)
+    state = model.init_state(1)
+    total_loss, total_bytes = 0.0, 0
+    try:
+        for start in range(0, n_targets, chunk_size):
+            end = min(start + chunk_size, n_targets)
+            window = torch.as_tensor(tokens[start : end + 1].astype(np.int64), device=device)
+            logits, state = model.prefill(window[None, :-1], state)
+            targets = window[1:]
+            total_loss += torch.nn.functional.cross_entropy(
+                logits[0].float(), targets, reduction="sum"
+            ).item()
+            total_bytes += int(byte_len[targets.cpu().numpy()].sum())
+    finally:
+        model.train(was_training)
+    return EvalResult(
+        loss=total_loss / n_targets,
+        bits_per_byte=total_loss / math.log(2) / max(total_bytes, 1),
+        tokens=n_targets,
     )

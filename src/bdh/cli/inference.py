@@ -61,24 +61,36 @@ def generate(
 @click.option("--block-size", type=click.IntRange(min=1), default=256, show_default=True, help="Tokens per window.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True, help="Windows per forward pass.")
 @click.option("--max-tokens", type=click.IntRange(min=1), default=None, help="Evaluate at most this many tokens.")
+@click.option(
+    "--whole", is_flag=True,
+    help="Score the split as one sequence through the recurrent state (every token sees its "
+    "whole prefix; bounded memory at any length) instead of independent windows.",
+)  # fmt: skip
 @device_option
 def evaluate(
     checkpoint: Path, data: str | None, split: str, block_size: int, batch_size: int,
-    max_tokens: int | None, device: str,
+    max_tokens: int | None, whole: bool, device: str,
 ) -> None:  # fmt: skip
     """Loss (nats/token) and bits per byte of CHECKPOINT on a corpus split."""
     from bdh.checkpoint import load_checkpoint
     from bdh.data import load_corpus
     from bdh.device import resolve_device
     from bdh.evaluation import evaluate as run_eval
+    from bdh.evaluation import score_sequence
 
     model, tokenizer = load_checkpoint(checkpoint, resolve_device(device))
     corpus, _ = load_corpus(data, tokenizer)
-    corpus.check_block_size(block_size)
-    result = run_eval(model, getattr(corpus, split), tokenizer, block_size, batch_size, max_tokens)
+    tokens = getattr(corpus, split)
+    if whole:
+        result = score_sequence(model, tokens, tokenizer, max_tokens)
+        how = "as one sequence"
+    else:
+        corpus.check_block_size(block_size)
+        result = run_eval(model, tokens, tokenizer, block_size, batch_size, max_tokens)
+        how = f"in windows of {block_size}"
     print(
         f"{split} loss {result.loss:.4f} | bits per byte {result.bits_per_byte:.4f} | "
-        f"{result.tokens} tokens of {corpus.source}"
+        f"{result.tokens} tokens of {corpus.source} {how}"
     )
 
 
