@@ -130,3 +130,12 @@ def test_memory_is_flat_in_generated_length(model) -> None:
     finally:
         del model.step
     assert len(sizes) == 999 and len(set(sizes)) == 1
+
+
+def test_sampling_draws_what_torch_multinomial_draws() -> None:
+    logits = torch.randn(5, 256, generator=torch.Generator().manual_seed(0))
+    for seed in range(20):
+        ours = sample_next(logits, SamplingConfig(), torch.Generator().manual_seed(seed))
+        probs = torch.softmax(logits, dim=-1)
+        ref = torch.multinomial(probs, 1, generator=torch.Generator().manual_seed(seed)).view(-1)
+        assert torch.equal(ours, ref)

@@ -42,7 +42,9 @@ def sample_next(
     """Draw one token per row of logits [B, vocab] -> [B]."""
     if sampling.greedy:
         return logits.argmax(dim=-1)
-    logits = logits.float() / sampling.temperature
+    logits = logits.float()
+    if sampling.temperature != 1.0:
+        logits = logits / sampling.temperature
     if sampling.top_k is not None:
         kth = torch.topk(logits, min(sampling.top_k, logits.size(-1))).values[:, [-1]]
         logits = logits.masked_fill(logits < kth, float("-inf"))
@@ -54,7 +56,11 @@ def sample_next(
         drop = drop_sorted.scatter(-1, order, drop_sorted)
         logits = logits.masked_fill(drop, float("-inf"))
     probs = F.softmax(logits, dim=-1)
-    return torch.multinomial(probs, num_samples=1, generator=generator).view(-1)
+    # The exponential race argmax(p / E), E ~ Exp(1), is how torch.multinomial draws one
+    # sample (same tokens from the same generator state), without its input checks, which
+    # cost as much again per decoded token.
+    race = torch.empty_like(probs).exponential_(generator=generator)
+    return (probs / race).argmax(dim=-1)
 
 
 def _as_batch(prompts: Tensor | Sequence[Sequence[int]]) -> list[list[int]]:
