@@ -187,19 +187,25 @@ class _RhoRead(torch.autograd.Function):
     the two gradients reaching rho then meet in one fused addcmul instead of an outer
     product plus autograd's separate accumulation, two fewer passes over rho-sized
     tensors per token. Batched matrix-vector products use the orientation that is fast
-    on CPU.
+    on CPU. Like `_RhoWrite`, it computes in rho's dtype, also under autocast (the
+    state accumulates over the whole sequence), and returns gradients in the inputs'.
     """
 
     @staticmethod
     def forward(ctx: Any, rho: Tensor, x: Tensor) -> tuple[Tensor, Tensor]:
+        ctx.x_dtype = x.dtype
+        x = x.to(rho.dtype)
         ctx.save_for_backward(rho, x)
-        return torch.bmm(x.unsqueeze(1), rho.transpose(1, 2)).squeeze(1), rho.view_as(rho)
+        with torch.autocast(rho.device.type, enabled=False):
+            a = torch.bmm(x.unsqueeze(1), rho.transpose(1, 2)).squeeze(1)
+        return a, rho.view_as(rho)
 
     @staticmethod
     def backward(
         ctx: Any, grad: Tensor, grad_rho_out: Tensor | None
     ) -> tuple[Tensor | None, Tensor | None]:
         rho, x = ctx.saved_tensors
+        grad = grad.to(rho.dtype)
         grad_rho = None
         if ctx.needs_input_grad[0]:
             outer = (grad.unsqueeze(2), x.unsqueeze(1))
@@ -207,7 +213,9 @@ class _RhoRead(torch.autograd.Function):
                 grad_rho = outer[0] * outer[1]
             else:
                 grad_rho = torch.addcmul(grad_rho_out, *outer)
-        grad_x = torch.bmm(grad.unsqueeze(1), rho).squeeze(1) if ctx.needs_input_grad[1] else None
+        grad_x = None
+        if ctx.needs_input_grad[1]:
+            grad_x = torch.bmm(grad.unsqueeze(1), rho).squeeze(1).to(ctx.x_dtype)
         return grad_rho, grad_x
 
 
@@ -217,22 +225,25 @@ class _RhoWrite(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx: Any, rho: Tensor, v: Tensor, x: Tensor, keep: Tensor | float) -> Tensor:
+        ctx.dtypes = v.dtype, x.dtype
+        v, x = v.to(rho.dtype), x.to(rho.dtype)
         ctx.save_for_backward(v, x)
         ctx.keep = keep
-        if isinstance(keep, float):  # one pass over rho
-            return torch.baddbmm(rho, v.unsqueeze(2), x.unsqueeze(1), beta=keep)
-        return (rho * keep).addcmul_(v.unsqueeze(2), x.unsqueeze(1))
+        with torch.autocast(rho.device.type, enabled=False):
+            if isinstance(keep, float):  # one pass over rho
+                return torch.baddbmm(rho, v.unsqueeze(2), x.unsqueeze(1), beta=keep)
+            return (rho * keep).addcmul_(v.unsqueeze(2), x.unsqueeze(1))
 
     @staticmethod
     def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:
         v, x = ctx.saved_tensors
+        v_dtype, x_dtype = ctx.dtypes
         grad_rho = grad * ctx.keep if ctx.needs_input_grad[0] else None
-        grad_v = (
-            torch.bmm(x.unsqueeze(1), grad.transpose(1, 2)).squeeze(1)
-            if ctx.needs_input_grad[1]
-            else None
-        )
-        grad_x = torch.bmm(v.unsqueeze(1), grad).squeeze(1) if ctx.needs_input_grad[2] else None
+        grad_v = grad_x = None
+        if ctx.needs_input_grad[1]:
+            grad_v = torch.bmm(x.unsqueeze(1), grad.transpose(1, 2)).squeeze(1).to(v_dtype)
+        if ctx.needs_input_grad[2]:
+            grad_x = torch.bmm(v.unsqueeze(1), grad).squeeze(1).to(x_dtype)
         return grad_rho, grad_v, grad_x, None
 
 

@@ -161,3 +161,17 @@ def test_layernorm_row_equals_the_references_formula_and_gradient():
     (expected * weights).sum().backward()
     torch.testing.assert_close(ours.grad, ref.grad)
     assert torch.isfinite(ours.grad).all()
+
+
+def test_bf16_autocast_trains_with_an_fp32_state():
+    torch.manual_seed(0)
+    model = BDHNeuro(BDHNeuroConfig(**CFG, x_decay=0.9, x_l1_norm=True))
+    idx = torch.randint(0, 30, (4, 17))
+    _, loss32 = model(idx[:, :-1], idx[:, 1:])
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        trace, state = model.run(idx[:, :-1])
+        _, loss16 = model(idx[:, :-1], idx[:, 1:])
+    assert state.rho.dtype == torch.float32
+    loss16.backward()
+    assert loss16.item() == pytest.approx(loss32.item(), rel=1e-2)
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.parameters())

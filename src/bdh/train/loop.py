@@ -86,8 +86,9 @@ def cpu_has_native_bf16() -> bool:
     return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
-# Families whose CPU backward runs under bf16 autocast; the neuro model's hand-written rho
-# backward is fp32 only.
+# Families for which bf16 autocast pays off on CPU. The neuro model trains under bf16 too
+# (its rho state stays fp32), but its matrices are too small to gain: 150 steps of
+# `neuro tiny` took 17.8 s against 16.3 s in fp32, at the same validation loss.
 CPU_BF16_MODELS = frozenset({"bdh", "gpt"})
 
 
