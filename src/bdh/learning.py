@@ -234,8 +234,12 @@ class LearningRule:
         self._handles = []
 
     @torch.no_grad()
-    def after_step(self, model: nn.Module, step: int) -> dict[str, float]:
-        """Apply this step's local updates, pruning and masks; returns metrics."""
+    def after_step(self, model: nn.Module, step: int, report: bool = True) -> dict[str, float]:
+        """Apply this step's local updates, pruning and masks; returns metrics.
+
+        With `report` False the model's own activity metrics (which may cost an SVD) are
+        not read: the step's metrics will not be logged.
+        """
         metrics: dict[str, float] = {}
         zero, total = 0.0, 0.0
         for site in self.sites.values():
@@ -256,9 +260,10 @@ class LearningRule:
             self._prunable[name].mul_(mask.to(self._prunable[name].dtype))
         if self._prunable:
             metrics["weight_sparsity"] = weight_sparsity(self._prunable.values())
+        model_metrics = getattr(model, "last_metrics", {}) if report else {}
         for key in ("rho_F", "rho_eff_rank", "gain"):
-            if key in getattr(model, "last_metrics", {}):
-                metrics[key] = model.last_metrics[key]
+            if key in model_metrics:
+                metrics[key] = model_metrics[key]
         return metrics
 
     def _hebbian_update(self) -> float:

@@ -158,7 +158,7 @@ class CountingHebbianRule:
         self.mask = torch.ones_like(model.decoder, dtype=torch.bool)
 
     @torch.no_grad()
-    def after_step(self, model, step):
+    def after_step(self, model, step, report=True):
         model.decoder.add_(1e-3)
         self.mask.view(-1)[step] = False
         return {"pruned": float((~self.mask).sum())}

@@ -379,8 +379,14 @@ class _Trainer:
                     backprop = self.rule is None or self.rule.uses_backprop
                     grad_norm = self._optimizer_step(lr) if backprop else None
                     self.step += 1
+                    out_of_time = bool(cfg.time_budget_s) and packed[3] >= 1.0
+                    last = self.step >= cfg.steps or out_of_time
                     # The rule sees the number of completed steps (prune_every=k: steps k, 2k, ...).
-                    rule_metrics = self.rule.after_step(self.model, self.step) if self.rule else {}
+                    rule_metrics = (
+                        self.rule.after_step(self.model, self.step, report=measure or last)
+                        if self.rule
+                        else {}
+                    )
                     dt = time.perf_counter() - t0
                     self.train_time += dt
                     self.tokens_seen += tokens_per_step
@@ -390,8 +396,6 @@ class _Trainer:
                     window["tokens"] += tokens_per_step
                     if bar is not None:
                         bar.update(1)
-                    out_of_time = bool(cfg.time_budget_s) and packed[3] >= 1.0
-                    last = self.step >= cfg.steps or out_of_time
                     if measure or last:
                         record = {
                             "step": self.step,
