@@ -135,7 +135,7 @@ class PoisonRule:
 
         model.probe_y.register_forward_hook(hook)
 
-    def after_step(self, model, step):
+    def after_step(self, model, step, report=True):
         self.steps_done = step
         return {}
 
