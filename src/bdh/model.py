@@ -214,12 +214,14 @@ class BDH(nn.Module):
         phasors = self.attn.phasors(state.position, 1)[0]  # N/2
         x = self.ln(self.embed(tokens))  # B, D
         for kv in state.kv:  # B, H, N, D
-            x_sparse = F.relu(x.view(B, 1, 1, D) @ self.encoder).view(B, H, N)
-            q = apply_rope_phasors(x_sparse, phasors)
+            # Head-major [H, B, ...] so the products are plain bmm over heads; a broadcast
+            # matmul would copy each weight matrix once per sequence of the batch.
+            x_sparse = F.relu(torch.bmm(x.expand(H, B, D), self.encoder))  # H, B, N
+            q = apply_rope_phasors(x_sparse, phasors).transpose(0, 1)  # B, H, N
             a = linear_attention_step(q, q, x.view(B, 1, D), kv)  # B, H, D
-            y_sparse = F.relu(self.ln(a).unsqueeze(2) @ self.encoder_v).view(B, H, N)
-            y_mlp = (x_sparse * y_sparse).view(B, H * N) @ self.decoder  # B, D
-            x = self.ln(x + self.ln(y_mlp))
+            y_sparse = F.relu(torch.bmm(self.ln(a).transpose(0, 1), self.encoder_v))  # H, B, N
+            xy_sparse = (x_sparse * y_sparse).transpose(0, 1).reshape(B, H * N)
+            x = self.ln(x + self.ln(xy_sparse @ self.decoder))
         state.position += 1
         return x @ self.lm_head, state
 
