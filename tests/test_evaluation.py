@@ -34,3 +34,13 @@ def test_score_limits_and_refusals() -> None:
     assert model.training  # the mode is restored
     with pytest.raises(BDHError, match="two tokens"):
         score_sequence(model, tokens[:1], bdh.ByteTokenizer())
+
+
+def test_a_model_with_a_context_window_refuses_longer_texts() -> None:
+    from bdh.models import build_model_from_preset
+
+    gpt = build_model_from_preset("gpt", "tiny", vocab_size=256)
+    tokens = np.arange(600, dtype=np.uint16) % 256
+    with pytest.raises(BDHError, match="at most 256 tokens"):
+        score_sequence(gpt, tokens, bdh.ByteTokenizer())
+    assert score_sequence(gpt, tokens, bdh.ByteTokenizer(), max_tokens=256).tokens == 256

@@ -88,6 +88,12 @@ def score_sequence(
     n_targets = len(tokens) - 1 if max_tokens is None else min(len(tokens) - 1, max_tokens)
     if n_targets < 1:
         raise BDHError("scoring needs at least two tokens")
+    context = getattr(model.config, "block_size", None)  # a GPT's positions end there
+    if context is not None and n_targets > context:
+        raise BDHError(
+            f"this model sees at most {context} tokens, so it cannot score {n_targets} as one "
+            "sequence; score it in windows instead (bdh eval without --whole)"
+        )
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
