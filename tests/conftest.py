@@ -30,6 +30,15 @@ def load_reference(name: str) -> ModuleType:
     return module
 
 
+@pytest.fixture
+def single_thread():
+    """One torch thread for the test, restored afterwards (small ops, 2-core CI machine)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(autouse=True)
 def _deterministic_torch():
     torch.manual_seed(0)

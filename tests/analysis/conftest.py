@@ -15,11 +15,8 @@ from bdh.tokenizers import ByteTokenizer
 
 
 @pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+def _single_thread(single_thread):
+    """Every test here runs on one torch thread."""
 
 
 def tiny_bdh(seed: int = 0) -> BDH:

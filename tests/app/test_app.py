@@ -30,12 +30,7 @@ PROMPT = "ROMEO:\nBut soft, what light through yonder window breaks?"
 TIMEOUT = 120
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 def metrics(at: AppTest) -> dict[str, str]:

@@ -19,13 +19,7 @@ from bdh.compare import (
 )
 from bdh.errors import ConfigError
 
-
-@pytest.fixture(autouse=True)
-def _single_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 def settings(tmp_path, **changes) -> CompareSettings:
