@@ -144,6 +144,18 @@ def generate_ids(
     return torch.tensor(columns, dtype=torch.long, device=device).view(len(batch), max_new_tokens)
 
 
+class GenerateMixin:
+    """The official `generate(idx, max_new_tokens, temperature, top_k)` for any model with
+    the recurrent API: it decodes on the state instead of recomputing the prefix."""
+
+    def generate(
+        self, idx: Tensor, max_new_tokens: int, temperature: float = 1.0, top_k: int | None = None
+    ) -> Tensor:
+        """idx [B, T] followed by max_new_tokens sampled tokens."""
+        sampling = SamplingConfig(temperature=temperature, top_k=top_k)
+        return torch.cat((idx, generate_ids(self, idx, max_new_tokens, sampling)), dim=1)
+
+
 def _seeded(seed: int | None, device: torch.device) -> torch.Generator | None:
     if seed is None:
         return None

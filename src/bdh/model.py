@@ -22,6 +22,7 @@ from torch import Tensor, nn
 
 from bdh.config import BDHConfig
 from bdh.errors import BDHError
+from bdh.generate import GenerateMixin
 from bdh.ops.attention import causal_linear_attention, linear_attention_step
 from bdh.ops.rope import apply_rope_phasors, rope_frequencies, rope_phasors
 
@@ -100,7 +101,7 @@ class RotaryLinearAttention(nn.Module):
         return out
 
 
-class BDH(nn.Module):
+class BDH(GenerateMixin, nn.Module):
     model_type = "bdh"
     config_class = BDHConfig
 
@@ -224,21 +225,3 @@ class BDH(nn.Module):
             x = self.ln(x + self.ln(xy_sparse @ self.decoder))
         state.position += 1
         return x @ self.lm_head, state
-
-    @torch.no_grad()
-    def generate(
-        self,
-        idx: Tensor,
-        max_new_tokens: int,
-        temperature: float = 1.0,
-        top_k: int | None = None,
-    ) -> Tensor:
-        """Official signature: returns idx [B, T] followed by max_new_tokens sampled tokens.
-
-        Runs on the recurrent state instead of recomputing the prefix for every token.
-        """
-        from bdh.generate import SamplingConfig, generate_ids
-
-        sampling = SamplingConfig(temperature=temperature, top_k=top_k)
-        new = generate_ids(self, idx, max_new_tokens, sampling)
-        return torch.cat((idx, new), dim=1)

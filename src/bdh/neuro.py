@@ -26,6 +26,7 @@ from torch import Tensor, nn
 
 from bdh.config import ConfigDict
 from bdh.errors import BDHError, ConfigError
+from bdh.generate import GenerateMixin
 
 LN_EPS = 1e-6
 L1_EPS = 1e-6
@@ -275,7 +276,7 @@ class NeuroTrace:
     rho: Tensor | None = None
 
 
-class BDHNeuro(nn.Module):
+class BDHNeuro(GenerateMixin, nn.Module):
     model_type = "neuro"
     config_class = BDHNeuroConfig
 
@@ -513,13 +514,3 @@ class BDHNeuro(nn.Module):
         """Consume one token per sequence, tokens [B] -> logits [B, vocab]."""
         trace, state = self.run(tokens.view(-1, 1), state)
         return self.head(trace.v[:, 0]), state
-
-    @torch.no_grad()
-    def generate(
-        self, idx: Tensor, max_new_tokens: int, temperature: float = 1.0, top_k: int | None = None
-    ) -> Tensor:
-        """idx [B, T] followed by max_new_tokens sampled tokens."""
-        from bdh.generate import SamplingConfig, generate_ids
-
-        sampling = SamplingConfig(temperature=temperature, top_k=top_k)
-        return torch.cat((idx, generate_ids(self, idx, max_new_tokens, sampling)), dim=1)

@@ -17,6 +17,7 @@ from torch import Tensor, nn
 
 from bdh.config import ConfigDict
 from bdh.errors import BDHError, ConfigError
+from bdh.generate import GenerateMixin
 
 
 @dataclass
@@ -119,7 +120,7 @@ class Block(nn.Module):
         return x + self.drop(self.mlp_proj(hidden))
 
 
-class GPT(nn.Module):
+class GPT(GenerateMixin, nn.Module):
     model_type = "gpt"
     config_class = GPTConfig
 
@@ -212,15 +213,3 @@ class GPT(nn.Module):
         """Consume one token per sequence, tokens [B] -> logits [B, vocab]."""
         hidden = self._run(tokens.view(-1, 1), state)
         return self.logits(hidden[:, 0]), state
-
-    @torch.no_grad()
-    def generate(
-        self, idx: Tensor, max_new_tokens: int, temperature: float = 1.0, top_k: int | None = None
-    ) -> Tensor:
-        """idx [B, T] followed by max_new_tokens sampled tokens (T + new <= block_size)."""
-        from bdh.generate import SamplingConfig, generate_ids
-
-        new = generate_ids(
-            self, idx, max_new_tokens, SamplingConfig(temperature=temperature, top_k=top_k)
-        )
-        return torch.cat((idx, new), dim=1)
