@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 from bdh.data.corpus import TokenCorpus
 from bdh.errors import BDHError
@@ -31,6 +31,28 @@ def _byte_lengths(tokenizer: Tokenizer) -> np.ndarray:
     return np.array([len(c.encode("utf-8")) for c in tokenizer.chars], dtype=np.int64)
 
 
+class _Totals:
+    """Summed loss, targets and their bytes, turned into an `EvalResult`."""
+
+    def __init__(self, tokenizer: Tokenizer):
+        self.byte_len = _byte_lengths(tokenizer)
+        self.loss, self.tokens, self.bytes = 0.0, 0, 0
+
+    def add(self, logits: Tensor, targets: Tensor) -> None:
+        self.loss += torch.nn.functional.cross_entropy(
+            logits.float().reshape(-1, logits.size(-1)), targets.reshape(-1), reduction="sum"
+        ).item()
+        self.tokens += targets.numel()
+        self.bytes += int(self.byte_len[targets.cpu().numpy()].sum())
+
+    def result(self) -> EvalResult:
+        return EvalResult(
+            loss=self.loss / max(self.tokens, 1),
+            bits_per_byte=self.loss / math.log(2) / max(self.bytes, 1),
+            tokens=self.tokens,
+        )
+
+
 @torch.no_grad()
 def evaluate(
     model: nn.Module,
@@ -47,23 +69,14 @@ def evaluate(
     n_windows = (len(tokens) - 1) // block_size
     if max_tokens is not None:
         n_windows = min(n_windows, max(1, max_tokens // block_size))
-    byte_len = _byte_lengths(tokenizer)
-    total_loss, total_tokens, total_bytes = 0.0, 0, 0
+    totals = _Totals(tokenizer)
     starts = [i * block_size for i in range(n_windows)]
     for i in range(0, len(starts), batch_size):
         x, y = TokenCorpus.windows(tokens, starts[i : i + batch_size], block_size, device)
         logits, _ = model(x)
-        loss = torch.nn.functional.cross_entropy(
-            logits.float().reshape(-1, logits.size(-1)), y.reshape(-1), reduction="sum"
-        )
-        total_loss += loss.item()
-        total_tokens += y.numel()
-        total_bytes += int(byte_len[y.cpu().numpy()].sum())
+        totals.add(logits, y)
     model.train(was_training)
-    mean = total_loss / max(total_tokens, 1)
-    return EvalResult(
-        loss=mean, bits_per_byte=total_loss / math.log(2) / max(total_bytes, 1), tokens=total_tokens
-    )
+    return totals.result()
 
 
 # Tokens per prefill call when scoring: the logits of one chunk are all that is held.
@@ -97,23 +110,14 @@ def score_sequence(
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
-    byte_len = _byte_lengths(tokenizer)
     state = model.init_state(1)
-    total_loss, total_bytes = 0.0, 0
+    totals = _Totals(tokenizer)
     try:
         for start in range(0, n_targets, chunk_size):
             end = min(start + chunk_size, n_targets)
             window = torch.as_tensor(tokens[start : end + 1].astype(np.int64), device=device)
             logits, state = model.prefill(window[None, :-1], state)
-            targets = window[1:]
-            total_loss += torch.nn.functional.cross_entropy(
-                logits[0].float(), targets, reduction="sum"
-            ).item()
-            total_bytes += int(byte_len[targets.cpu().numpy()].sum())
+            totals.add(logits[0], window[1:])
     finally:
         model.train(was_training)
-    return EvalResult(
-        loss=total_loss / n_targets,
-        bits_per_byte=total_loss / math.log(2) / max(total_bytes, 1),
-        tokens=n_targets,
-    )
+    return totals.result()

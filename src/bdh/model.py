@@ -206,7 +206,7 @@ class BDH(GenerateMixin, nn.Module):
     def step(self, tokens: Tensor, state: BDHState) -> tuple[Tensor, BDHState]:
         """Consume one token per sequence, tokens [B] -> logits [B, vocab].
 
-        `layer` written for a single token: vector-matrix products and an in-place state
+        `layer` written for a single token: head-major products and an in-place state
         update, without the [B, H, T, ...] reshaping of the parallel form, which costs
         more than the arithmetic at batch 1 (the probes fire in the parallel form only).
         """
