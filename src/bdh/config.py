@@ -21,6 +21,13 @@ class ConfigDict:
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
+    def require_positive_ints(self, *names: str) -> None:
+        """ConfigError unless every named field is an int >= 1 (bools refused)."""
+        for name in names:
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ConfigError(f"{name} must be a positive integer, got {value!r}")
+
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Any:
         known = {f.name for f in dataclasses.fields(cls)}
@@ -43,10 +50,7 @@ class BDHConfig(ConfigDict):
     vocab_size: int = 256
 
     def __post_init__(self) -> None:
-        for name in ("n_layer", "n_embd", "n_head", "mlp_internal_dim_multiplier", "vocab_size"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ConfigError(f"{name} must be a positive integer, got {value!r}")
+        self.require_positive_ints("n_layer", "n_embd", "n_head", "mlp_internal_dim_multiplier", "vocab_size")
         if not 0.0 <= self.dropout < 1.0:
             raise ConfigError(f"dropout must be in [0, 1), got {self.dropout!r}")
         if (self.mlp_internal_dim_multiplier * self.n_embd) % self.n_head:

@@ -70,10 +70,7 @@ class BDHNeuroConfig(ConfigDict):
     bptt: int = 64
 
     def __post_init__(self) -> None:
-        for name in ("n", "d", "vocab_size"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ConfigError(f"{name} must be a positive integer, got {value!r}")
+        self.require_positive_ints("n", "d", "vocab_size")
         if self.d < 2:
             raise ConfigError("d must be >= 2 (LayerNorm over d needs two values)")
         if self.U_kernels is not None:

@@ -33,10 +33,7 @@ class GPTConfig(ConfigDict):
     tie_weights: bool = True
 
     def __post_init__(self) -> None:
-        for name in ("n_layer", "n_embd", "n_head", "block_size", "vocab_size", "mlp_ratio"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ConfigError(f"{name} must be a positive integer, got {value!r}")
+        self.require_positive_ints("n_layer", "n_embd", "n_head", "block_size", "vocab_size", "mlp_ratio")
         if self.n_embd % self.n_head:
             raise ConfigError(f"n_embd ({self.n_embd}) must be divisible by n_head ({self.n_head})")
         if not 0.0 <= self.dropout < 1.0:

@@ -78,12 +78,10 @@ class TrainConfig(ConfigDict):
         self.validate()
 
     def validate(self) -> None:
-        positive = ("steps", "batch_size", "block_size", "eval_every", "log_every",
-                    "checkpoint_every", "keep_last", "eval_tokens")  # fmt: skip
-        for name in positive:
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ConfigError(f"{name} must be a positive integer, got {value!r}")
+        self.require_positive_ints(
+            "steps", "batch_size", "block_size", "eval_every", "log_every", "checkpoint_every",
+            "keep_last", "eval_tokens",
+        )  # fmt: skip
         if self.micro_batch_size is not None and (
             not isinstance(self.micro_batch_size, int) or self.micro_batch_size < 1
         ):
