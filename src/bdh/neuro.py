@@ -316,7 +316,7 @@ class BDHNeuro(GenerateMixin, nn.Module):
         return (H / math.log(c.d + 1e-6) * c.mod_gamma_max).clamp(max=c.mod_gamma_max)
 
     def _token(
-        self, v_in: Tensor, drive: Tensor, x: Tensor, rho: Tensor, generator: torch.Generator | None
+        self, v_in: Tensor, drive: Tensor, x: Tensor, rho: Tensor, spike_draw: Tensor | None
     ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
         """One token for every row: v_in [B, d], its drive [B, n], x [B, n], rho [B, d, n].
 
@@ -339,11 +339,8 @@ class BDHNeuro(GenerateMixin, nn.Module):
             y_core = F.softplus(y_core) if c.branch_nl == "softplus" else F.relu(y_core)
         if not c.ln_before_Dy:
             y_core = layernorm_row(y_core)
-        if c.spike_rate > 0.0:
-            u = torch.rand(
-                y_core.shape, generator=generator, device=y_core.device, dtype=y_core.dtype
-            )
-            y_core = y_core + (u < c.spike_rate).to(y_core.dtype)
+        if spike_draw is not None:
+            y_core = y_core + (spike_draw < c.spike_rate).to(y_core.dtype)
         if c.k_wta is not None and c.k_wta < c.n:
             y_core = y_core * topk_mask(y_core, c.k_wta).to(y_core.dtype)
         y = F.relu(y_core) * x.clamp(min=0.0)
@@ -392,11 +389,19 @@ class BDHNeuro(GenerateMixin, nn.Module):
         # unbind: its backward stacks the T gradients once, where indexing [:, t] would
         # add T full-size zero-padded gradients.
         v_ins, drives = v_in_all.unbind(1), drive_all.unbind(1)
+        # All spike draws up front: the same numbers as one [B, n] draw per token (the CPU
+        # generator fills tensors in order), and no generator inside the compiled cell.
+        spike_draws: list[Tensor | None] = [None] * T
+        if c.spike_rate > 0.0:
+            shape = (T, B, c.n)
+            spike_draws = list(
+                torch.rand(shape, generator=generator, device=x.device, dtype=x.dtype).unbind(0)
+            )
         xs, ys, vs, gains, a_ins, rhos = [], [], [], [], [], []
         for t in range(T):
             if c.bptt and t and t % c.bptt == 0:
                 x, rho = x.detach(), rho.detach()
-            x, y, v, rho, gain, a_in = self._token(v_ins[t], drives[t], x, rho, generator)
+            x, y, v, rho, gain, a_in = self._token(v_ins[t], drives[t], x, rho, spike_draws[t])
             xs.append(x)
             ys.append(y)
             vs.append(v)
