@@ -221,7 +221,10 @@ class BDH(GenerateMixin, nn.Module):
             q = apply_rope_phasors(x_sparse, phasors).transpose(0, 1)  # B, H, N
             a = linear_attention_step(q, q, x.view(B, 1, D), kv)  # B, H, D
             y_sparse = F.relu(torch.bmm(self.ln(a).transpose(0, 1), self.encoder_v))  # H, B, N
-            xy_sparse = (x_sparse * y_sparse).transpose(0, 1).reshape(B, H * N)
-            x = self.ln(x + self.ln(xy_sparse @ self.decoder))
+            # The decoder's rows are head-major, so per-head products summed over heads
+            # equal xy @ decoder; they need no [B, H * N] copy, and a batched
+            # matrix-vector product is much faster on CPU than one long one.
+            y_mlp = torch.bmm(x_sparse * y_sparse, self.decoder.view(H, N, D)).sum(0)  # B, D
+            x = self.ln(x + self.ln(y_mlp))
         state.position += 1
         return x @ self.lm_head, state

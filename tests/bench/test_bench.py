@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 
 import numpy as np
 import pytest
@@ -94,3 +95,24 @@ def test_cli_json_output(reference, capsys) -> None:
     data = json.loads(capsys.readouterr().out)
     assert data["bench"] == "prefill" and data["rows"][0]["setting"] == "B=1 T=32"
     assert data["environment"]["torch"] == torch.__version__
+
+
+@pytest.mark.parametrize("kernel_counter", [True, False])
+def test_peak_memory_sees_a_freed_allocation(monkeypatch, kernel_counter) -> None:
+    """The peak includes memory allocated and freed inside; nested contexts agree."""
+    from bdh.bench import measure as measure_module
+
+    if not kernel_counter:
+        monkeypatch.setattr(measure_module, "_reset_peak_rss", lambda: False)
+
+    def allocate() -> None:
+        block = np.ones(64 * 2**20 // 8)  # 64 MiB, touched
+        time.sleep(0.05)  # long enough for the sampling fallback
+        del block
+
+    with measure_module.PeakMemory() as outer:
+        with measure_module.PeakMemory() as inner:
+            allocate()
+    for peak in (outer.peak(), inner.peak()):
+        assert 60 * 2**20 <= peak <= 90 * 2**20
+    assert measure_module.PeakMemory._open_on_cpu == 0
