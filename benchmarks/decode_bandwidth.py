@@ -73,8 +73,8 @@ def step_without(model: BDH, skipped: str) -> Callable[[torch.Tensor, BDHState],
                 if skipped == "encoder_v"
                 else F.relu(torch.bmm(model.ln(a).transpose(0, 1), model.encoder_v))
             )
-            xy = (x_sparse * y_sparse).transpose(0, 1).reshape(1, H * N)
-            y = fixed_y if skipped == "decoder" else xy @ model.decoder
+            xy = x_sparse * y_sparse
+            y = fixed_y if skipped == "decoder" else torch.bmm(xy, model.decoder.view(H, N, D)).sum(0)
             x = model.ln(x + model.ln(y))
         state.position += 1
 
