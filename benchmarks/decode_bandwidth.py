@@ -44,8 +44,9 @@ def read_bandwidth(sizes_mib: list[int], reads: int = 400) -> None:
         print(f"  {size:3d} MiB: {seconds * 1e6:6.1f} us per 2 MiB read, {gbs:5.1f} GB/s")
 
 
-def step_without(model: BDH, skipped: str) -> Callable[[torch.Tensor, BDHState], None]:
-    """`BDH.step` (batch 1) with the product `skipped` replaced by a fixed tensor."""
+def step_without(model: BDH, skipped: str) -> Callable[[torch.Tensor, BDHState], torch.Tensor]:
+    """`BDH.step` (batch 1) with the product `skipped` replaced by a fixed tensor
+    (none for an empty name: then it is `BDH.step`, which a test checks)."""
     c = model.config
     H, N, D = c.n_head, c.neurons_per_head, c.n_embd
     fixed_x = torch.rand(H, 1, N)
@@ -53,7 +54,7 @@ def step_without(model: BDH, skipped: str) -> Callable[[torch.Tensor, BDHState],
     fixed_y = torch.randn(1, D)
 
     @torch.inference_mode()
-    def step(tokens: torch.Tensor, state: BDHState) -> None:
+    def step(tokens: torch.Tensor, state: BDHState) -> torch.Tensor:
         phasors = model.attn.phasors(state.position, 1)[0]
         x = model.ln(model.embed(tokens))
         for kv in state.kv:
@@ -77,6 +78,7 @@ def step_without(model: BDH, skipped: str) -> Callable[[torch.Tensor, BDHState],
             y = fixed_y if skipped == "decoder" else torch.bmm(xy, model.decoder.view(H, N, D)).sum(0)
             x = model.ln(x + model.ln(y))
         state.position += 1
+        return x @ model.lm_head
 
     return step
 
