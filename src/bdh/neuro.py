@@ -27,6 +27,7 @@ from torch import Tensor, nn
 from bdh.config import ConfigDict
 from bdh.errors import BDHError, ConfigError
 from bdh.generate import GenerateMixin
+from bdh.ops.kwta import kernel_available, kwta_mask
 
 LN_EPS = 1e-6
 L1_EPS = 1e-6
@@ -163,19 +164,6 @@ def effective_rank(mats: Tensor, eps: float = 1e-12) -> Tensor:
     s2 = torch.linalg.svdvals(mats.float()).pow(2)
     p = s2 / (s2.sum(dim=-1, keepdim=True) + eps)
     return torch.exp(-(p * (p + eps).log()).sum(dim=-1))
-
-
-def topk_mask(z: Tensor, k: Tensor | int, k_max: int | None = None) -> Tensor:
-    """Boolean mask of the k largest entries of each row of z [B, n]; k: int or [B]
-    (then k_max >= max(k) bounds it without reading k back from the device)."""
-    if isinstance(k, int):  # unsorted: twice as fast on CPU, same set
-        idx = torch.topk(z, k, dim=-1, sorted=False).indices
-        return torch.zeros_like(z, dtype=torch.bool).scatter_(-1, idx, True)
-    if k_max is None:
-        k_max = int(k.max())
-    idx = torch.topk(z, k_max, dim=-1).indices  # sorted, largest first
-    keep = torch.arange(idx.shape[-1], device=z.device) < k.unsqueeze(-1)
-    return torch.zeros_like(z, dtype=torch.bool).scatter_(-1, idx, keep)
 
 
 class _RhoRead(torch.autograd.Function):
@@ -342,7 +330,7 @@ class BDHNeuro(GenerateMixin, nn.Module):
         if spike_draw is not None:
             y_core = y_core + (spike_draw < c.spike_rate).to(y_core.dtype)
         if c.k_wta is not None and c.k_wta < c.n:
-            y_core = y_core * topk_mask(y_core, c.k_wta).to(y_core.dtype)
+            y_core = y_core * kwta_mask(y_core, c.k_wta).to(y_core.dtype)
         y = F.relu(y_core) * x.clamp(min=0.0)
         if c.homeostasis_tau is not None:
             s = y.sum(dim=-1, keepdim=True)
@@ -352,7 +340,7 @@ class BDHNeuro(GenerateMixin, nn.Module):
         gain = self._gain(v_star)
         if c.x_kwta_adaptive:
             k = (c.n * (c.x_kwta_base + c.x_kwta_gain * gain.double())).floor().long().clamp(1, c.n)
-            x = x * topk_mask(x.detach(), k, self._x_k_max).to(x.dtype)
+            x = x * kwta_mask(x, k, self._x_k_max).to(x.dtype)
         # rho_t = U * (forget * rho_{t-1} + gain * v x^T)
         keep: Tensor | float = c.rho_decay
         if c.local_forget_eta > 0.0:
@@ -456,6 +444,7 @@ class BDHNeuro(GenerateMixin, nn.Module):
         The token loop stays in Python, so one small graph serves every position and
         sequence length; compiling the whole unrolled loop would take minutes.
         """
+        kernel_available()  # build the k-WTA kernel now, not while tracing
         self._token = torch.compile(self._token, *args, **kwargs)  # type: ignore[method-assign]
 
     @torch.no_grad()

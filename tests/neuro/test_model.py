@@ -88,19 +88,6 @@ def test_presets_and_bad_configs():
         BDHNeuroConfig.from_dict({"neurons": 3})
 
 
-def test_topk_mask_with_a_k_per_row():
-    from bdh.neuro import topk_mask
-
-    z = torch.randn(3, 10)
-    k = torch.tensor([1, 4, 10])
-    for mask in (topk_mask(z, k), topk_mask(z, k, k_max=10)):
-        assert mask.sum(-1).tolist() == [1, 4, 10]
-        for row, kk in zip(range(3), k.tolist()):
-            assert set(mask[row].nonzero().view(-1).tolist()) == set(
-                torch.topk(z[row], kk).indices.tolist()
-            )
-
-
 def test_rho_read_and_write_gradients():
     from bdh.neuro import _RhoRead, _RhoWrite
 
