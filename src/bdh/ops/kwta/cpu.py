@@ -40,9 +40,10 @@ def _build() -> ModuleType | None:
         if not _is_cached():
             print(f"bdh: building {NAME} (once per machine, about 30 s)", file=sys.stderr)
         source = Path(__file__).with_name("kwta_cpu.cpp")
-        # -fopenmp: at::parallel_for is serial without it; -march=native: the build runs on
-        # the machine that uses it.
-        flags = ["-O3", "-march=native", "-fopenmp"]
+        # -fopenmp: at::parallel_for is serial without it. No -march=native: torch's
+        # extension cache may be shared by machines with different CPUs, and the key loop
+        # vectorizes as well without it.
+        flags = ["-O3", "-fopenmp"]
         return load(NAME, [str(source)], extra_cflags=flags, verbose=False)
     except Exception as error:  # no compiler or ninja: fall back, say so once
         text = str(error).strip()
