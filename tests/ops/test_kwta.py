@@ -75,3 +75,14 @@ def test_falls_back_to_topk_without_kernel(monkeypatch) -> None:
     z = torch.randn(4, 10)
     assert torch.equal(kwta_mask(z, 3), kwta_mask_naive(z, 3))
     assert not calls
+
+
+def test_pip_ninja_is_put_on_path(monkeypatch) -> None:
+    import sys
+    import types
+
+    monkeypatch.setattr(kwta.cpu.shutil, "which", lambda name: None)
+    monkeypatch.setitem(sys.modules, "ninja", types.SimpleNamespace(BIN_DIR="/opt/venv/ninja-bin"))
+    monkeypatch.setenv("PATH", "/usr/bin")
+    kwta.cpu._put_ninja_on_path()
+    assert os.environ["PATH"].split(os.pathsep)[:2] == ["/opt/venv/ninja-bin", "/usr/bin"]

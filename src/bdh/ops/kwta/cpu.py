@@ -8,6 +8,7 @@ cannot be built, `kernel_available()` is False and callers use the `torch.topk` 
 from __future__ import annotations
 
 import os
+import shutil
 import sys
 import warnings
 from pathlib import Path
@@ -31,12 +32,24 @@ def _is_cached() -> bool:
         return False
 
 
+def _put_ninja_on_path() -> None:
+    """torch runs `ninja` from PATH; the pip package's binary is not there when its
+    environment is used without being activated."""
+    if shutil.which("ninja") is None:
+        try:
+            import ninja
+        except ImportError:
+            return
+        os.environ["PATH"] = ninja.BIN_DIR + os.pathsep + os.environ.get("PATH", "")
+
+
 def _build() -> ModuleType | None:
     if os.environ.get(DISABLE_ENV):
         return None
     try:
         from torch.utils.cpp_extension import load
 
+        _put_ninja_on_path()
         if not _is_cached():
             print(f"bdh: building {NAME} (once per machine, about 30 s)", file=sys.stderr)
         source = Path(__file__).with_name("kwta_cpu.cpp")
