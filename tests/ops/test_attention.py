@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 import torch
 
@@ -12,6 +14,7 @@ from bdh.ops.attention import (
     causal_linear_attention_naive,
     causal_linear_attention_recurrent,
     linear_attention_step,
+    linear_attention_step_torch,
     shared_qk_causal_attention,
 )
 
@@ -143,3 +146,43 @@ def test_parallel_mode_rejects_what_it_cannot_do() -> None:
         causal_linear_attention(qk, qk.clone(), v, mode="parallel")
     with pytest.raises(ValueError):
         causal_linear_attention(qk, qk, v, state, mode="parallel")
+
+
+@pytest.fixture(scope="module")
+def fused_kernel() -> None:
+    from bdh.ops.attention import cpu
+
+    if cpu._kernel() is None:
+        if os.environ.get("CI"):
+            pytest.fail("the C++ decoding kernel did not build")
+        pytest.skip("no C++ toolchain to build the decoding kernel")
+
+
+@pytest.mark.parametrize("B, H, T, N, D, shared", GRID)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_fused_step_equals_torch_twin(fused_kernel, B, H, T, N, D, shared, dtype) -> None:
+    qk, v, state = _inputs(B, H, T, N, D, shared, dtype=dtype)
+    qk[:, :, :, : N // 2] = 0  # inactive neurons: rows the kernel skips
+    twin_state = state.clone()
+    storage = state.data_ptr()
+    tol = dict(rtol=1e-12, atol=1e-12) if dtype == torch.float64 else dict(rtol=1e-5, atol=1e-5)
+    for t in range(T):
+        q = qk[:, :, t].contiguous()
+        out = linear_attention_step(q, q, v[:, :, t], state)
+        twin = linear_attention_step_torch(q, q, v[:, :, t], twin_state)
+        torch.testing.assert_close(out, twin, **tol)
+        torch.testing.assert_close(state, twin_state, **tol)
+    assert state.data_ptr() == storage
+
+
+def test_fused_step_only_where_it_applies(fused_kernel) -> None:
+    from bdh.ops.attention.cpu import fused_step_applies
+
+    qk, v, state = _inputs(1, 2, 1, 8, 4, True, dtype=torch.float32)
+    q = qk[:, :, 0]
+    assert fused_step_applies(q, q, v[:, :, 0], state)
+    assert not fused_step_applies(q, q.clone(), v[:, :, 0], state)  # separate keys
+    assert not fused_step_applies(q.bfloat16(), q.bfloat16(), v[:, :, 0].bfloat16(), state.bfloat16())
+    with torch.enable_grad():
+        leaf = q.clone().requires_grad_()
+        assert not fused_step_applies(leaf, leaf, v[:, :, 0], state)

@@ -7,7 +7,7 @@ import os
 import pytest
 import torch
 
-from bdh.ops import kwta
+from bdh.ops import cpp, kwta
 from bdh.ops.kwta import kernel_available, kwta_mask, kwta_mask_cpu, kwta_mask_naive
 
 
@@ -69,7 +69,7 @@ def test_kernel_is_one_op_in_compiled_code(kernel) -> None:
 
 
 def test_falls_back_to_topk_without_kernel(monkeypatch) -> None:
-    monkeypatch.setitem(kwta.cpu._built, "kernel", None)
+    monkeypatch.setitem(cpp._loaded, kwta.cpu.NAME, None)
     calls = []
     monkeypatch.setattr(kwta, "kwta_mask_cpu", lambda *a: calls.append(a) or kwta_mask_cpu(*a))
     z = torch.randn(4, 10)
@@ -81,8 +81,8 @@ def test_pip_ninja_is_put_on_path(monkeypatch) -> None:
     import sys
     import types
 
-    monkeypatch.setattr(kwta.cpu.shutil, "which", lambda name: None)
+    monkeypatch.setattr(cpp.shutil, "which", lambda name: None)
     monkeypatch.setitem(sys.modules, "ninja", types.SimpleNamespace(BIN_DIR="/opt/venv/ninja-bin"))
     monkeypatch.setenv("PATH", "/usr/bin")
-    kwta.cpu._put_ninja_on_path()
+    cpp._put_ninja_on_path()
     assert os.environ["PATH"].split(os.pathsep)[:2] == ["/opt/venv/ninja-bin", "/usr/bin"]

@@ -4,7 +4,9 @@
 - `parallel`: the quadratic form for shared queries and keys (q is k, as in BDH) with a
   hand-written backward; the training path for short sequences.
 - `chunked`: linear in T with bounded memory, for long sequences.
-- `recurrent`: per-token updates of a [B, H, N, D] state, for decoding.
+- `recurrent`: per-token updates of a [B, H, N, D] state, for decoding; with shared
+  queries and keys on CPU a C++ kernel (`cpu.py`) reads and writes the state in one pass,
+  `linear_attention_step_torch` being its twin.
 
 `causal_linear_attention` picks a form by sequence length; mode selection lives here only.
 """
@@ -18,7 +20,11 @@ from torch import Tensor
 from bdh.ops.attention.chunked import DEFAULT_CHUNK_SIZE, causal_linear_attention_chunked
 from bdh.ops.attention.naive import causal_linear_attention_naive
 from bdh.ops.attention.parallel import shared_qk_causal_attention
-from bdh.ops.attention.recurrent import causal_linear_attention_recurrent, linear_attention_step
+from bdh.ops.attention.recurrent import (
+    causal_linear_attention_recurrent,
+    linear_attention_step,
+    linear_attention_step_torch,
+)
 
 Mode = Literal["auto", "naive", "parallel", "chunked", "recurrent"]
 
@@ -68,5 +74,6 @@ __all__ = [
     "causal_linear_attention_naive",
     "causal_linear_attention_recurrent",
     "linear_attention_step",
+    "linear_attention_step_torch",
     "shared_qk_causal_attention",
 ]

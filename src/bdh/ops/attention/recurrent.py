@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from bdh.ops.attention.cpu import fused_step_applies, shared_qk_step
+
 
 def linear_attention_step(q: Tensor, k: Tensor, v: Tensor, state: Tensor) -> Tensor:
     """Read the state, then write the current token into it (in place).
@@ -13,7 +15,17 @@ def linear_attention_step(q: Tensor, k: Tensor, v: Tensor, state: Tensor) -> Ten
         q, k: [B, H, N]; v: [B, H or 1, D]; state: [B, H, N, D] contiguous, updated in place.
     Returns:
         o: [B, H, D], the attention output of this token over earlier tokens only.
+
+    With q is k on CPU (decoding BDH) the C++ kernel takes the step in one pass over the
+    state (`cpu.shared_qk_step`); `linear_attention_step_torch` is its twin.
     """
+    if fused_step_applies(q, k, v, state):
+        return shared_qk_step(q, v, state)
+    return linear_attention_step_torch(q, k, v, state)
+
+
+def linear_attention_step_torch(q: Tensor, k: Tensor, v: Tensor, state: Tensor) -> Tensor:
+    """`linear_attention_step` in plain PyTorch: a batched read, then an in-place write."""
     B, H, N = q.shape
     D = state.shape[-1]
     o = torch.bmm(q.reshape(B * H, 1, N), state.view(B * H, N, D)).view(B, H, D)

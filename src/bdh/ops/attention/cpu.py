@@ -1,0 +1,36 @@
+"""The C++ decoding step (recurrent_cpu.cpp): state read and write in one pass."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from types import ModuleType
+
+import torch
+from torch import Tensor
+
+from bdh.ops.cpp import load_kernel
+
+NAME = "bdh_attention_cpu"
+
+
+def _kernel() -> ModuleType | None:
+    return load_kernel(NAME, Path(__file__).with_name("recurrent_cpu.cpp"))
+
+
+def fused_step_applies(q: Tensor, k: Tensor, v: Tensor, state: Tensor) -> bool:
+    """Whether `shared_qk_step` can take this step: q is k, fp32/fp64 CPU tensors of one
+    dtype, a contiguous state, no autograd, and the kernel built."""
+    return (
+        q is k
+        and state.device.type == "cpu"
+        and state.dtype in (torch.float32, torch.float64)
+        and q.dtype == v.dtype == state.dtype
+        and state.is_contiguous()
+        and not (torch.is_grad_enabled() and (state.requires_grad or q.requires_grad or v.requires_grad))
+        and _kernel() is not None
+    )
+
+
+def shared_qk_step(q: Tensor, v: Tensor, state: Tensor) -> Tensor:
+    """o = q S, then S += q^T v (in place): q [B, H, N], v [B, 1 or H, D], state [B, H, N, D]."""
+    return _kernel().shared_qk_step(state, q.contiguous(), v.contiguous())
