@@ -81,6 +81,26 @@ def test_long_prefill_in_chunks_equals_parallel(monkeypatch) -> None:
     torch.testing.assert_close(last, parallel[:, 9], rtol=0, atol=1e-9)
 
 
+def test_decoding_through_the_cpu_kernel_equals_parallel(monkeypatch) -> None:
+    """A state above the kernel's size threshold (2 MiB per layer here) decodes through
+    the C++ step, and still equals the parallel form."""
+    import bdh.ops.attention.recurrent as recurrent
+    from bdh.ops.attention import cpu
+
+    if cpu._kernel() is None:
+        pytest.skip("no C++ toolchain to build the decoding kernel")
+    calls = []
+    kernel_step = recurrent.shared_qk_step
+    monkeypatch.setattr(recurrent, "shared_qk_step", lambda *a: calls.append(1) or kernel_step(*a))
+    torch.manual_seed(2)
+    model = bdh.BDH(_random_config(2, 4, 128, 16)).double().eval()
+    idx = torch.randint(0, 256, (1, 24))
+    parallel, _ = model(idx)
+    recurrent_logits = _step_by_step(model, idx, prefix=4)
+    assert len(calls) == 2 * 20
+    torch.testing.assert_close(recurrent_logits, parallel, rtol=0, atol=1e-9)
+
+
 def test_state_size_does_not_grow() -> None:
     model = bdh.BDH(bdh.preset("tiny")).eval()
     state = model.init_state(1)

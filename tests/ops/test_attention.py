@@ -161,6 +161,8 @@ def fused_kernel() -> None:
 @pytest.mark.parametrize("B, H, T, N, D, shared", GRID)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_fused_step_equals_torch_twin(fused_kernel, B, H, T, N, D, shared, dtype) -> None:
+    from bdh.ops.attention.cpu import shared_qk_step
+
     qk, v, state = _inputs(B, H, T, N, D, shared, dtype=dtype)
     qk[:, :, :, : N // 2] = 0  # inactive neurons: rows the kernel skips
     twin_state = state.clone()
@@ -168,7 +170,7 @@ def test_fused_step_equals_torch_twin(fused_kernel, B, H, T, N, D, shared, dtype
     tol = dict(rtol=1e-12, atol=1e-12) if dtype == torch.float64 else dict(rtol=1e-5, atol=1e-5)
     for t in range(T):
         q = qk[:, :, t].contiguous()
-        out = linear_attention_step(q, q, v[:, :, t], state)
+        out = shared_qk_step(q, v[:, :, t], state)
         twin = linear_attention_step_torch(q, q, v[:, :, t], twin_state)
         torch.testing.assert_close(out, twin, **tol)
         torch.testing.assert_close(state, twin_state, **tol)
@@ -176,11 +178,13 @@ def test_fused_step_equals_torch_twin(fused_kernel, B, H, T, N, D, shared, dtype
 
 
 def test_fused_step_only_where_it_applies(fused_kernel) -> None:
-    from bdh.ops.attention.cpu import fused_step_applies
+    from bdh.ops.attention.cpu import MIN_STATE_BYTES, fused_step_applies
 
-    qk, v, state = _inputs(1, 2, 1, 8, 4, True, dtype=torch.float32)
+    qk, v, state = _inputs(1, 2, 1, 1024, 128, True, dtype=torch.float32)  # 1 MiB
     q = qk[:, :, 0]
+    assert state.numel() * 4 == MIN_STATE_BYTES
     assert fused_step_applies(q, q, v[:, :, 0], state)
+    assert not fused_step_applies(q[:, :1], q[:, :1], v[:, :, 0], state[:, :1])  # in cache
     assert not fused_step_applies(q, q.clone(), v[:, :, 0], state)  # separate keys
     assert not fused_step_applies(q.bfloat16(), q.bfloat16(), v[:, :, 0].bfloat16(), state.bfloat16())
     with torch.enable_grad():
