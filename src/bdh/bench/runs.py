@@ -207,16 +207,20 @@ def bench_generate(
     device: str = "cpu",
     reference: str | Path | None = None,
     seed: int = 0,
+    repeats: int = 3,
 ) -> BenchResult:
     """Official generate() (recomputes the prefix for every token) vs ours (recurrent state).
 
-    The official side runs once, for min(max(new_tokens), max_official_tokens) tokens; the
-    time to each shorter length is read off that run. Longer lengths are extrapolated from
-    a quadratic fit of its per-token times and flagged as such.
+    The official side runs once, for min(max(new_tokens), max_official_tokens) tokens (a
+    minute or more, so passing disturbances average out); the time to each shorter length
+    is read off that run. Longer lengths are extrapolated from a quadratic fit of its
+    per-token times and flagged as such. Ours takes about a second per length, so one
+    disturbance can halve a single run: it is timed `repeats` times, the median kept.
     """
     result = BenchResult("generate", device, dict(
         new_tokens=list(new_tokens), batch_size=batch_size, prompt_len=prompt_len,
         max_official_tokens=max_official_tokens, sampling="temperature 1, multinomial",
+        ours_timing=f"median of {repeats} runs",
     ))  # fmt: skip
     for preset in presets:
         ref, ours = official_and_ours(preset, reference, device, seed)
@@ -229,14 +233,18 @@ def bench_generate(
         torch.manual_seed(seed)
         elapsed, official_peaks = _official_generation(ref, prompt, n_official, device)
         for n in sorted(new_tokens):
-            torch.manual_seed(seed)
-            m = measure(lambda: ours.generate(prompt, n), device)  # noqa: B023 (called at once)
+            runs = []
+            for _ in range(repeats):
+                torch.manual_seed(seed)
+                runs.append(measure(lambda: ours.generate(prompt, n), device))  # noqa: B023
+            seconds = statistics.median(m.seconds for m in runs)
+            peak = max(m.peak_bytes for m in runs)
             measured = n <= n_official
             official_s = elapsed[n - 1] if measured else _extrapolate(elapsed, prompt_len, n)
             result.rows.append(Row(
                 preset, f"B={batch_size} +{n} tokens",
-                batch_size * n / official_s, batch_size * n / m.seconds,
-                official_peaks[n - 1] / MB if measured else None, m.peak_bytes / MB,
+                batch_size * n / official_s, batch_size * n / seconds,
+                official_peaks[n - 1] / MB if measured else None, peak / MB,
                 official_extrapolated=not measured,
                 note="" if measured else f"official extrapolated from {n_official} measured tokens",
             ))  # fmt: skip

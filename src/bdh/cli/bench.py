@@ -79,13 +79,15 @@ def bench_train_command(preset, batch_size, block_size, steps, warmup, precision
 @click.option("--prompt-len", type=click.IntRange(min=1), default=16, show_default=True)
 @click.option("--max-official-tokens", type=click.IntRange(min=8), default=512, show_default=True,
               help="Run official generate() for at most this many tokens; longer runs are extrapolated.")  # fmt: skip
+@click.option("--repeats", type=click.IntRange(min=1), default=3, show_default=True,
+              help="Time our decoding this many times per length; the median is reported.")  # fmt: skip
 @_common
-def bench_generate_command(presets, new_tokens, batch_size, prompt_len, max_official_tokens, reference, device, seed, threads, as_json):
+def bench_generate_command(presets, new_tokens, batch_size, prompt_len, max_official_tokens, repeats, reference, device, seed, threads, as_json):
     """Generation tokens/s: official generate() (full recompute) vs our recurrent decoding."""
     from bdh.bench import bench_generate
 
     result = bench_generate(presets, new_tokens, batch_size, prompt_len, max_official_tokens,
-                            _setup(device, threads), reference, seed)  # fmt: skip
+                            _setup(device, threads), reference, seed, repeats)  # fmt: skip
     _emit(result, as_json)
 
 
