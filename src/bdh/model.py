@@ -94,7 +94,8 @@ class RotaryLinearAttention(nn.Module):
         if state is None:
             out, _ = causal_linear_attention(qr, qr, v)
         elif T == 1:
-            out = linear_attention_step(qr[:, :, 0], qr[:, :, 0], v[:, :, 0], state).unsqueeze(2)
+            q = qr[:, :, 0]  # one object for queries and keys: the fused CPU step needs q is k
+            out = linear_attention_step(q, q, v[:, :, 0], state).unsqueeze(2)
         else:
             out, final = causal_linear_attention(qr, qr, v, state, output_final_state=True)
             state.copy_(final)

@@ -190,3 +190,21 @@ def test_fused_step_only_where_it_applies(fused_kernel) -> None:
     with torch.enable_grad():
         leaf = q.clone().requires_grad_()
         assert not fused_step_applies(leaf, leaf, v[:, :, 0], state)
+
+
+def test_fused_step_refuses_mismatched_shapes_and_tells_autograd(fused_kernel) -> None:
+    from bdh.ops.attention.cpu import fused_step_applies, shared_qk_step
+
+    qk, v, state = _inputs(2, 4, 1, 1024, 64, True, dtype=torch.float32)  # 2 MiB
+    q = qk[:, :, 0].contiguous()
+    assert fused_step_applies(q, q, v[:, :, 0], state)
+    for bad_v in (v[:1, :, 0], v[:, :, 0, :32], torch.randn(2, 2, 64)):
+        assert not fused_step_applies(q, q, bad_v, state)
+        with pytest.raises(RuntimeError):
+            shared_qk_step(q, bad_v, state)
+    weight = torch.ones(1, requires_grad=True)
+    with torch.enable_grad():
+        loss = (state * weight).sum()  # saves the state for backward
+        shared_qk_step(q, v[:, :, 0], state)
+        with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+            loss.backward()

@@ -34,6 +34,8 @@ def _cases(seed: int = 0):
             z[0, n // 2] = float("nan")
         if case % 5 == 0:
             z[:, :] = 0.69  # one value everywhere, as y on a sequence's first token
+        if case % 7 == 0:
+            z = (z * 0).where(torch.rand(z.shape, generator=g) < 0.5, -(z * 0))  # -0.0 and +0.0
         k = int(torch.randint(0, n + 1, (1,), generator=g))
         counts = torch.randint(0, k + 1, (rows,), generator=g)
         yield z, k, counts
@@ -46,10 +48,11 @@ def test_kernel_equals_topk_twin(kernel, dtype) -> None:
         fixed = kwta_mask(z, k)
         assert torch.equal(fixed, kwta_mask_naive(z, k))
         assert fixed.sum(-1).tolist() == [k] * z.shape[0]
-        for bound in (k, None):
+        for bound in (k, None, k // 2, 0):
             per_row = kwta_mask(z, counts, bound)
             assert torch.equal(per_row, kwta_mask_naive(z, counts, bound))
-            assert per_row.sum(-1).tolist() == counts.tolist()
+            limit = counts.max() if bound is None else bound
+            assert per_row.sum(-1).tolist() == counts.clamp(max=limit).tolist()
 
 
 def test_mask_keeps_the_largest(kernel) -> None:
@@ -62,10 +65,24 @@ def test_kernel_is_one_op_in_compiled_code(kernel) -> None:
     def cell(z: torch.Tensor) -> torch.Tensor:
         return z * kwta_mask(z, 3).to(z.dtype)
 
+    def transposed(z: torch.Tensor) -> torch.Tensor:  # a non-contiguous input
+        return kwta_mask(z.t(), 3)
+
     z = torch.randn(8, 16)
     explain = torch._dynamo.explain(cell)(z)
     assert explain.graph_break_count == 0
     assert torch.equal(torch.compile(cell)(z), cell(z))
+    assert torch.equal(torch.compile(transposed)(z), kwta_mask_naive(z.t(), 3))
+    torch.library.opcheck(kwta_mask_cpu, (z.t(), torch.tensor([1, 2] * 8), 0, -1))
+
+
+def test_kernel_refuses_what_the_twin_refuses(kernel) -> None:
+    z = torch.randn(3, 5)
+    for k in (6, -1):
+        with pytest.raises(RuntimeError):
+            kwta_mask_naive(z, k)
+        with pytest.raises(RuntimeError):
+            kwta_mask(z, k)
 
 
 def test_falls_back_to_topk_without_kernel(monkeypatch) -> None:

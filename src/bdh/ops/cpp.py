@@ -46,7 +46,7 @@ def _is_cached(name: str) -> bool:
 
 
 def _build(name: str, source: Path) -> ModuleType | None:
-    if os.environ.get(DISABLE_ENV):
+    if os.environ.get(DISABLE_ENV, "").strip().lower() not in ("", "0", "false", "no"):
         return None
     try:
         from torch.utils.cpp_extension import load

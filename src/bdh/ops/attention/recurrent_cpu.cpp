@@ -57,6 +57,10 @@ torch::Tensor shared_qk_step(torch::Tensor state, torch::Tensor q, torch::Tensor
               "shared_qk_step: contiguous tensors");
   const int64_t B = state.size(0), H = state.size(1), N = state.size(2), D = state.size(3);
   const int64_t Hv = v.size(1);
+  TORCH_CHECK(q.size(0) == B && q.size(1) == H && q.size(2) == N, "shared_qk_step: q shape");
+  TORCH_CHECK(v.size(0) == B && (Hv == 1 || Hv == H) && v.size(2) == D, "shared_qk_step: v shape");
+  TORCH_CHECK(q.scalar_type() == state.scalar_type() && v.scalar_type() == state.scalar_type(),
+              "shared_qk_step: one dtype");
   auto out = torch::zeros({B, H, D}, state.options());
   AT_DISPATCH_FLOATING_TYPES(state.scalar_type(), "shared_qk_step", [&] {
     scalar_t* S = state.data_ptr<scalar_t>();

@@ -23,10 +23,13 @@ def kwta_mask(z: Tensor, k: Tensor | int, k_max: int | None = None) -> Tensor:
     selection without reading k back from the device.
     """
     z = z.detach()
-    if z.device.type == "cpu" and z.dim() == 2 and kernel_available():
+    on_cpu = z.device.type == "cpu" and z.dim() == 2 and z.is_floating_point()
+    if isinstance(k, Tensor):
+        on_cpu = on_cpu and k.device.type == "cpu" and not k.is_floating_point()
+    if on_cpu and kernel_available():
         if isinstance(k, int):
-            return kwta_mask_cpu(z, z.new_empty(0, dtype=torch.long), k, 0)
-        return kwta_mask_cpu(z, k, 0, k_max or 0)
+            return kwta_mask_cpu(z, z.new_empty(0, dtype=torch.long), k, -1)
+        return kwta_mask_cpu(z, k, 0, -1 if k_max is None else k_max)
     return kwta_mask_naive(z, k, k_max)
 
 

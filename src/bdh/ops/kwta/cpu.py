@@ -25,11 +25,11 @@ def kernel_available() -> bool:
 
 @torch.library.custom_op("bdh::kwta_mask", mutates_args=())
 def kwta_mask_cpu(z: Tensor, ks: Tensor, k: int, k_max: int) -> Tensor:
-    """`kwta_mask_naive(z, k or ks, k_max)` for z [R, n] on CPU (ks: one count per row, or
-    empty to use k for every row; k_max: a bound on ks, or 0)."""
+    """`kwta_mask_naive(z, k or ks, k_max)` for float z [R, n] on CPU (ks: one integer count
+    per row, or empty to use k for every row; k_max: a bound on ks, or -1 for none)."""
     return _kernel().kwta_mask(z, ks, k, k_max)
 
 
 @kwta_mask_cpu.register_fake
 def _(z: Tensor, ks: Tensor, k: int, k_max: int) -> Tensor:
-    return torch.empty_like(z, dtype=torch.bool)
+    return z.new_empty(z.shape, dtype=torch.bool)  # contiguous, as the kernel returns

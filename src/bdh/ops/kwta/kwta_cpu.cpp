@@ -13,6 +13,7 @@
 
 #include <cmath>
 #include <cstdint>
+#include <algorithm>
 #include <cstring>
 #include <vector>
 
@@ -20,6 +21,7 @@ namespace {
 
 inline uint32_t order_key(float v) {
   if (std::isnan(v)) return 0xFFFFFFFFu;
+  v += 0.0f;  // -0.0 becomes +0.0: torch.topk treats them as equal
   uint32_t u;
   std::memcpy(&u, &v, sizeof u);
   return (u & 0x80000000u) ? ~u : (u | 0x80000000u);
@@ -27,12 +29,12 @@ inline uint32_t order_key(float v) {
 
 // Fills the mask rows [begin, end); marks rows whose k-th value is tied instead.
 template <typename scalar_t>
-void select_rows(const scalar_t* z, const int64_t* ks, int64_t fixed_k, int64_t n,
+void select_rows(const scalar_t* z, const int64_t* ks, int64_t fixed_k, int64_t bound, int64_t n,
                  bool* mask, uint8_t* tied, int64_t begin, int64_t end) {
   std::vector<uint32_t> keys(n);
   for (int64_t r = begin; r < end; ++r) {
-    int64_t k = ks ? ks[r] : fixed_k;
-    k = k < 0 ? 0 : (k > n ? n : k);
+    int64_t k = ks ? std::min(ks[r], bound) : fixed_k;  // the twin keeps at most `bound`
+    if (k <= 0) continue;
     if (k == 0) continue;
     const scalar_t* row = z + r * n;
     for (int64_t j = 0; j < n; ++j) keys[j] = order_key(static_cast<float>(row[j]));
@@ -55,8 +57,9 @@ void select_rows(const scalar_t* z, const int64_t* ks, int64_t fixed_k, int64_t 
 
 }  // namespace
 
-// z [R, n]; ks: one count per row [R], or empty to use k for every row; k_max bounds the
-// counts (0: their maximum). Same contract as kwta_mask_naive.
+// z [R, n]; ks: one integer count per row [R], or empty to use k for every row; k_max
+// bounds the counts (negative: their maximum). Same contract as kwta_mask_naive, which
+// refuses the same inputs.
 torch::Tensor kwta_mask(torch::Tensor z, torch::Tensor ks, int64_t k, int64_t k_max) {
   TORCH_CHECK(z.dim() == 2 && z.device().is_cpu(), "kwta_mask: z must be a 2-D CPU tensor");
   auto values = z.contiguous();
@@ -64,6 +67,9 @@ torch::Tensor kwta_mask(torch::Tensor z, torch::Tensor ks, int64_t k, int64_t k_
   const bool per_row = ks.numel() > 0;
   auto counts = per_row ? ks.to(torch::kLong).contiguous() : ks;
   TORCH_CHECK(!per_row || counts.numel() == rows, "kwta_mask: one count per row");
+  const int64_t bound = !per_row ? n : (k_max >= 0 ? k_max : counts.max().item<int64_t>());
+  TORCH_CHECK(0 <= (per_row ? bound : k) && (per_row ? bound : k) <= n,
+              "kwta_mask: selected index k out of range");
   auto mask = torch::zeros({rows, n}, values.options().dtype(torch::kBool));
   std::vector<uint8_t> tied(rows, 0);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, values.scalar_type(), "kwta_mask", [&] {
@@ -71,7 +77,7 @@ torch::Tensor kwta_mask(torch::Tensor z, torch::Tensor ks, int64_t k, int64_t k_
     const int64_t* kp = per_row ? counts.data_ptr<int64_t>() : nullptr;
     bool* mp = mask.data_ptr<bool>();
     at::parallel_for(0, rows, 64, [&](int64_t begin, int64_t end) {
-      select_rows(zp, kp, k, n, mp, tied.data(), begin, end);
+      select_rows(zp, kp, k, bound, n, mp, tied.data(), begin, end);
     });
   });
   std::vector<int64_t> tied_rows;
@@ -87,7 +93,6 @@ torch::Tensor kwta_mask(torch::Tensor z, torch::Tensor ks, int64_t k, int64_t k_
   } else {
     auto sub_counts = counts.index_select(0, index);
     // the twin's bound: torch.topk's order among tied values depends on it
-    const int64_t bound = k_max > 0 ? k_max : counts.max().item<int64_t>();
     auto top = std::get<1>(at::topk(sub, bound, -1, /*largest=*/true, /*sorted=*/true));
     auto keep = torch::arange(bound, sub_counts.options()).lt(sub_counts.unsqueeze(-1));
     sub_mask.scatter_(-1, top, keep);
