@@ -13,6 +13,7 @@ from bdh.ops.attention import (
     causal_linear_attention_naive,
     causal_linear_attention_recurrent,
 )
+from tests.conftest import require_cpp_kernel
 
 FP32_RTOL = 1e-5
 
@@ -87,8 +88,7 @@ def test_decoding_through_the_cpu_kernel_equals_parallel(monkeypatch) -> None:
     import bdh.ops.attention.recurrent as recurrent
     from bdh.ops.attention import cpu
 
-    if cpu._kernel() is None:
-        pytest.skip("no C++ toolchain to build the decoding kernel")
+    require_cpp_kernel(cpu._kernel() is not None, "decoding")
     calls = []
     kernel_step = recurrent.shared_qk_step
     monkeypatch.setattr(recurrent, "shared_qk_step", lambda *a: calls.append(1) or kernel_step(*a))

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-
 import pytest
 import torch
 
@@ -17,6 +15,7 @@ from bdh.ops.attention import (
     linear_attention_step_torch,
     shared_qk_causal_attention,
 )
+from tests.conftest import require_cpp_kernel
 
 # (B, H, T, N, D, shared value head)
 GRID = [
@@ -152,10 +151,7 @@ def test_parallel_mode_rejects_what_it_cannot_do() -> None:
 def fused_kernel() -> None:
     from bdh.ops.attention import cpu
 
-    if cpu._kernel() is None:
-        if os.environ.get("CI"):
-            pytest.fail("the C++ decoding kernel did not build")
-        pytest.skip("no C++ toolchain to build the decoding kernel")
+    require_cpp_kernel(cpu._kernel() is not None, "decoding")
 
 
 @pytest.mark.parametrize("B, H, T, N, D, shared", GRID)

@@ -9,14 +9,12 @@ import torch
 
 from bdh.ops import cpp, kwta
 from bdh.ops.kwta import kernel_available, kwta_mask, kwta_mask_cpu, kwta_mask_naive
+from tests.conftest import require_cpp_kernel
 
 
 @pytest.fixture(scope="module")
 def kernel() -> None:
-    if not kernel_available():
-        if os.environ.get("CI"):
-            pytest.fail("the C++ k-WTA kernel did not build")
-        pytest.skip("no C++ toolchain to build the k-WTA kernel")
+    require_cpp_kernel(kernel_available(), "k-WTA")
 
 
 def _cases(seed: int = 0):

@@ -5,8 +5,9 @@ RSS just before it: tracemalloc does not see PyTorch's allocations, and RSS does
 the kernel keeps the peak (VmHWM in /proc/self/status, reset through
 /proc/self/clear_refs), which is exact and costs nothing while the call runs. Elsewhere a
 background thread samples the RSS every `interval` seconds and can miss shorter peaks; it
-also slows what it measures (by a quarter for batch-1 decoding on 2 cores, which holds
-the interpreter lock between small operations), so it is only the fallback. Before each
+also slows what it measures (1.23x for batch-1 decoding on 2 cores, which takes the
+interpreter lock between small operations: benchmarks/sampler_overhead.py), so it is only
+the fallback. Before each
 measurement freed heap pages are handed back to the OS (`malloc_trim`), so back-to-back
 measurements in one process do not hide behind memory an earlier one left cached; for a
 clean slate `bdh bench memory` measures each case in a fresh child process instead.

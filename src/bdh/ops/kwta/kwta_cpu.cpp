@@ -11,9 +11,9 @@
 
 #include <ATen/Parallel.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
-#include <algorithm>
 #include <cstring>
 #include <vector>
 
@@ -35,7 +35,6 @@ void select_rows(const scalar_t* z, const int64_t* ks, int64_t fixed_k, int64_t 
   for (int64_t r = begin; r < end; ++r) {
     int64_t k = ks ? std::min(ks[r], bound) : fixed_k;  // the twin keeps at most `bound`
     if (k <= 0) continue;
-    if (k == 0) continue;
     const scalar_t* row = z + r * n;
     for (int64_t j = 0; j < n; ++j) keys[j] = order_key(static_cast<float>(row[j]));
     uint32_t kth = 0;
@@ -68,8 +67,8 @@ torch::Tensor kwta_mask(torch::Tensor z, torch::Tensor ks, int64_t k, int64_t k_
   auto counts = per_row ? ks.to(torch::kLong).contiguous() : ks;
   TORCH_CHECK(!per_row || counts.numel() == rows, "kwta_mask: one count per row");
   const int64_t bound = !per_row ? n : (k_max >= 0 ? k_max : counts.max().item<int64_t>());
-  TORCH_CHECK(0 <= (per_row ? bound : k) && (per_row ? bound : k) <= n,
-              "kwta_mask: selected index k out of range");
+  const int64_t selected = per_row ? bound : k;  // what the twin hands to torch.topk
+  TORCH_CHECK(0 <= selected && selected <= n, "kwta_mask: selected index k out of range");
   auto mask = torch::zeros({rows, n}, values.options().dtype(torch::kBool));
   std::vector<uint8_t> tied(rows, 0);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, values.scalar_type(), "kwta_mask", [&] {
