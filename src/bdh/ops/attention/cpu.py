@@ -12,8 +12,8 @@ from bdh.ops.cpp import load_kernel
 
 NAME = "bdh_attention_cpu"
 # Below this state size (per call: all sequences and heads of one layer) the state stays in
-# cache and the twin's BLAS read is as fast: at `tiny` (256 KiB per layer at batch 1) the
-# kernel's step was 5% slower, at 1 MiB (batch 4) 4% faster, at `small` (2 MiB) 1.33x.
+# cache and the twin's BLAS read is faster (benchmarks/decode_ab.py: `tiny` at 256 KiB
+# 0.85x, at 1 MiB even, `small` at 2 MiB 1.18-1.25x, at 16 MiB 1.50x).
 MIN_STATE_BYTES = 1 << 20
 
 
