@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from bdh.bench import (
+from bdh.cli import main
+from bdh.experiments.bench import (
     BenchError,
     bench_generate,
     bench_memory,
@@ -17,9 +18,8 @@ from bdh.bench import (
     bench_train,
     official_and_ours,
 )
-from bdh.bench.reference import check_agreement
-from bdh.bench.runs import _extrapolate, format_table
-from bdh.cli import main
+from bdh.experiments.bench.reference import check_agreement
+from bdh.experiments.bench.runs import _extrapolate, format_table
 from tests.conftest import REFERENCE_DIR, load_reference
 
 
@@ -100,7 +100,7 @@ def test_cli_json_output(reference, capsys) -> None:
 @pytest.mark.parametrize("kernel_counter", [True, False])
 def test_peak_memory_sees_a_freed_allocation(monkeypatch, kernel_counter) -> None:
     """The peak includes memory allocated and freed inside; nested contexts agree."""
-    from bdh.bench import measure as measure_module
+    from bdh.experiments.bench import measure as measure_module
 
     if not kernel_counter:
         monkeypatch.setattr(measure_module, "_reset_peak_rss", lambda: False)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from bdh.cli._app import app
+from bdh.cli.group import app
 
 DEFAULT_TEXT = "First Citizen:\nBefore we proceed any further, hear me speak.\n"
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from bdh.cli._app import app
+from bdh.cli.group import app
 
 
 def _common(fn):
@@ -27,7 +27,7 @@ def _common(fn):
 
 
 def _emit(result, as_json: bool) -> None:
-    from bdh.bench.runs import format_table
+    from bdh.experiments.bench.runs import format_table
 
     if as_json:
         click.echo(json.dumps(result.to_dict(), indent=2))
@@ -65,7 +65,7 @@ def bench() -> None:
 @_common
 def bench_train_command(preset, batch_size, block_size, steps, warmup, precision, reference, device, seed, threads, as_json):
     """Training step (forward, backward, AdamW) tokens/s and peak memory."""
-    from bdh.bench import bench_train
+    from bdh.experiments.bench import bench_train
 
     _emit(bench_train(preset, batch_size, block_size, steps, warmup, precision, _setup(device, threads), reference, seed), as_json)
 
@@ -84,7 +84,7 @@ def bench_train_command(preset, batch_size, block_size, steps, warmup, precision
 @_common
 def bench_generate_command(presets, new_tokens, batch_size, prompt_len, max_official_tokens, repeats, reference, device, seed, threads, as_json):
     """Generation tokens/s: official generate() (full recompute) vs our recurrent decoding."""
-    from bdh.bench import bench_generate
+    from bdh.experiments.bench import bench_generate
 
     result = bench_generate(presets, new_tokens, batch_size, prompt_len, max_official_tokens,
                             _setup(device, threads), reference, seed, repeats)  # fmt: skip
@@ -101,7 +101,7 @@ def bench_generate_command(presets, new_tokens, batch_size, prompt_len, max_offi
 @_common
 def bench_prefill_command(preset, lengths, batch_size, max_official_tokens, reference, device, seed, threads, as_json):
     """Long-prompt prefill tokens/s and peak memory (ours: chunked, state of fixed size)."""
-    from bdh.bench import bench_prefill
+    from bdh.experiments.bench import bench_prefill
 
     _emit(bench_prefill(preset, lengths, batch_size, max_official_tokens, _setup(device, threads), reference, seed), as_json)
 
@@ -116,6 +116,6 @@ def bench_prefill_command(preset, lengths, batch_size, max_official_tokens, refe
 @_common
 def bench_memory_command(preset, lengths, batch_size, max_official_tokens, reference, device, seed, threads, as_json):
     """Peak memory against sequence length, every case in a fresh process."""
-    from bdh.bench import bench_memory
+    from bdh.experiments.bench import bench_memory
 
     _emit(bench_memory(preset, lengths, batch_size, max_official_tokens, _setup(device, threads), reference, seed), as_json)

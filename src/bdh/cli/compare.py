@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from bdh.cli._app import app
+from bdh.cli.group import app
 
 
 def _int_list(ctx: click.Context, param: click.Parameter, value: str) -> list[int]:
@@ -75,7 +75,7 @@ def compare(
     eval_tokens: int, contexts: list[int], threads: int | None, device: str, reuse: bool,
 ) -> None:  # fmt: skip
     """Train each model on the same data, token budget and seed; write report.md/.json and plots."""
-    from bdh.compare import CompareSettings, run_compare
+    from bdh.experiments.compare import CompareSettings, run_compare
 
     settings = CompareSettings(
         out_dir=out_dir, entries=[m.strip() for m in models.split(",") if m.strip()], steps=steps,

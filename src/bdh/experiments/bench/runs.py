@@ -17,10 +17,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from bdh.bench.measure import PeakMemory, measure, synchronize
-from bdh.bench.reference import check_agreement, official_and_ours
 from bdh.config import preset as config_of_preset
+from bdh.experiments.bench.measure import PeakMemory, measure, synchronize
+from bdh.experiments.bench.reference import check_agreement, official_and_ours
 from bdh.model import PREFILL_CHUNK
+from bdh.precision import autocast
 
 MB = 2**20
 
@@ -85,10 +86,6 @@ def _tokens(vocab: int, shape: tuple[int, ...], seed: int, device: str) -> torch
     return torch.randint(0, vocab, shape, generator=generator).to(device)
 
 
-def _autocast(device: str, precision: str):
-    return torch.autocast(torch.device(device).type, dtype=torch.bfloat16, enabled=precision == "bf16")
-
-
 # ---- training -------------------------------------------------------------------------
 
 
@@ -123,7 +120,7 @@ def bench_train(
     }
 
     def step(model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> None:
-        with _autocast(device, precision):
+        with autocast(precision, device):
             _, loss = model(idx, targets)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()

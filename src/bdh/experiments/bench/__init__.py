@@ -5,8 +5,8 @@ copy beside the repository), builds both models on identical weights in one proc
 checks that their logits agree, then times them back to back.
 """
 
-from bdh.bench.reference import BenchError, load_official, official_and_ours
-from bdh.bench.runs import bench_generate, bench_memory, bench_prefill, bench_train
+from bdh.experiments.bench.reference import BenchError, load_official, official_and_ours
+from bdh.experiments.bench.runs import bench_generate, bench_memory, bench_prefill, bench_train
 
 __all__ = [
     "BenchError",
