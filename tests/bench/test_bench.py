@@ -90,6 +90,14 @@ def test_cli_missing_reference_is_one_line_error(tmp_path, capsys) -> None:
     assert err.startswith("error: official BDH code not found") and "\n" not in err
 
 
+def test_cli_without_reference_is_one_line_error(capsys) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["bench", "generate"])
+    assert exit_info.value.code != 0
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and "--reference" in err and "\n" not in err
+
+
 def test_cli_json_output(reference, capsys) -> None:
     main(["bench", "prefill", "--preset", "tiny", "--length", "32", "--reference", reference, "--json"])
     data = json.loads(capsys.readouterr().out)

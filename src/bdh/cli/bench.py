@@ -13,8 +13,8 @@ from bdh.cli.group import app
 def _common(fn):
     """Options every benchmark takes."""
     options = [
-        click.option("--reference", type=click.Path(path_type=Path), default=None,
-                     help="The official bdh.py (default: ../shared/reference/official_bdh.py beside the repository)."),
+        click.option("--reference", type=click.Path(path_type=Path), required=True,
+                     help="The official bdh.py, e.g. ../shared/reference/official_bdh.py."),
         click.option("--device", default="cpu", show_default=True, help="cpu or cuda (cuda:N)."),
         click.option("--seed", type=int, default=0, show_default=True, help="Seed of the weights and inputs."),
         click.option("--threads", type=click.IntRange(min=1), default=None,
@@ -67,7 +67,9 @@ def bench_train_command(preset, batch_size, block_size, steps, warmup, precision
     """Training step (forward, backward, AdamW) tokens/s and peak memory."""
     from bdh.experiments.bench import bench_train
 
-    _emit(bench_train(preset, batch_size, block_size, steps, warmup, precision, _setup(device, threads), reference, seed), as_json)
+    result = bench_train(preset, reference=reference, batch_size=batch_size, block_size=block_size, steps=steps,
+                         warmup=warmup, precision=precision, device=_setup(device, threads), seed=seed)  # fmt: skip
+    _emit(result, as_json)
 
 
 @bench.command("generate")
@@ -86,8 +88,9 @@ def bench_generate_command(presets, new_tokens, batch_size, prompt_len, max_offi
     """Generation tokens/s: official generate() (full recompute) vs our recurrent decoding."""
     from bdh.experiments.bench import bench_generate
 
-    result = bench_generate(presets, new_tokens, batch_size, prompt_len, max_official_tokens,
-                            _setup(device, threads), reference, seed, repeats)  # fmt: skip
+    result = bench_generate(presets, reference=reference, new_tokens=new_tokens, batch_size=batch_size,
+                            prompt_len=prompt_len, max_official_tokens=max_official_tokens,
+                            device=_setup(device, threads), seed=seed, repeats=repeats)  # fmt: skip
     _emit(result, as_json)
 
 
@@ -103,7 +106,9 @@ def bench_prefill_command(preset, lengths, batch_size, max_official_tokens, refe
     """Long-prompt prefill tokens/s and peak memory (ours: chunked, state of fixed size)."""
     from bdh.experiments.bench import bench_prefill
 
-    _emit(bench_prefill(preset, lengths, batch_size, max_official_tokens, _setup(device, threads), reference, seed), as_json)
+    result = bench_prefill(preset, reference=reference, lengths=lengths, batch_size=batch_size,
+                  max_official_tokens=max_official_tokens, device=_setup(device, threads), seed=seed)  # fmt: skip
+    _emit(result, as_json)
 
 
 @bench.command("memory")
@@ -118,4 +123,6 @@ def bench_memory_command(preset, lengths, batch_size, max_official_tokens, refer
     """Peak memory against sequence length, every case in a fresh process."""
     from bdh.experiments.bench import bench_memory
 
-    _emit(bench_memory(preset, lengths, batch_size, max_official_tokens, _setup(device, threads), reference, seed), as_json)
+    result = bench_memory(preset, reference=reference, lengths=lengths, batch_size=batch_size,
+                  max_official_tokens=max_official_tokens, device=_setup(device, threads), seed=seed)  # fmt: skip
+    _emit(result, as_json)

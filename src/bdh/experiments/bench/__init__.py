@@ -1,7 +1,6 @@
 """Side-by-side benchmarks of the official BDH code and this package.
 
-Each benchmark loads the official `bdh.py` (a path given by the user, or the reference
-copy beside the repository), builds both models on identical weights in one process,
+Each benchmark loads the official `bdh.py` from a path the caller gives, builds both models on identical weights in one process,
 checks that their logits agree, then times them back to back.
 """
 
