@@ -94,35 +94,34 @@ def bench_generate_command(presets, new_tokens, batch_size, prompt_len, max_offi
     _emit(result, as_json)
 
 
-@bench.command("prefill")
-@click.option("--preset", default="small", show_default=True, help="Model preset.")
-@click.option("--length", "lengths", multiple=True, type=click.IntRange(min=1), default=[16384],
-              show_default=True, help="Prompt length; repeat for several.")  # fmt: skip
-@click.option("--batch-size", type=click.IntRange(min=1), default=1, show_default=True)
-@click.option("--max-official-tokens", type=click.IntRange(min=1), default=4096, show_default=True,
-              help="Run the official quadratic forward only up to this length.")  # fmt: skip
-@_common
-def bench_prefill_command(preset, lengths, batch_size, max_official_tokens, reference, device, seed, threads, as_json):
-    """Long-prompt prefill tokens/s and peak memory (ours: chunked, state of fixed size)."""
-    from bdh.experiments.bench import bench_prefill
+def _length_sweep(name: str, function: str, lengths: list[int], length_help: str, doc: str):
+    """A command that runs the benchmark `function` over sequence lengths (prefill, memory)."""
 
-    result = bench_prefill(preset, reference=reference, lengths=lengths, batch_size=batch_size,
-                  max_official_tokens=max_official_tokens, device=_setup(device, threads), seed=seed)  # fmt: skip
-    _emit(result, as_json)
+    @bench.command(name, help=doc)
+    @click.option("--preset", default="small", show_default=True, help="Model preset.")
+    @click.option("--length", "lengths", multiple=True, type=click.IntRange(min=1), default=lengths,
+                  show_default=True, help=length_help)  # fmt: skip
+    @click.option("--batch-size", type=click.IntRange(min=1), default=1, show_default=True)
+    @click.option("--max-official-tokens", type=click.IntRange(min=1), default=4096, show_default=True,
+                  help="Run the official quadratic forward only up to this length.")  # fmt: skip
+    @_common
+    def command(preset, lengths, batch_size, max_official_tokens, reference, device, seed, threads, as_json):
+        from bdh.experiments import bench as benchmarks
+
+        result = getattr(benchmarks, function)(
+            preset, reference=reference, lengths=lengths, batch_size=batch_size,
+            max_official_tokens=max_official_tokens, device=_setup(device, threads), seed=seed,
+        )  # fmt: skip
+        _emit(result, as_json)
+
+    return command
 
 
-@bench.command("memory")
-@click.option("--preset", default="small", show_default=True, help="Model preset.")
-@click.option("--length", "lengths", multiple=True, type=click.IntRange(min=1), default=[1024, 4096, 16384],
-              show_default=True, help="Sequence length; repeat for several.")  # fmt: skip
-@click.option("--batch-size", type=click.IntRange(min=1), default=1, show_default=True)
-@click.option("--max-official-tokens", type=click.IntRange(min=1), default=4096, show_default=True,
-              help="Run the official quadratic forward only up to this length.")  # fmt: skip
-@_common
-def bench_memory_command(preset, lengths, batch_size, max_official_tokens, reference, device, seed, threads, as_json):
-    """Peak memory against sequence length, every case in a fresh process."""
-    from bdh.experiments.bench import bench_memory
-
-    result = bench_memory(preset, reference=reference, lengths=lengths, batch_size=batch_size,
-                  max_official_tokens=max_official_tokens, device=_setup(device, threads), seed=seed)  # fmt: skip
-    _emit(result, as_json)
+bench_prefill_command = _length_sweep(
+    "prefill", "bench_prefill", [16384], "Prompt length; repeat for several.",
+    "Long-prompt prefill tokens/s and peak memory (ours: chunked, state of fixed size).",
+)  # fmt: skip
+bench_memory_command = _length_sweep(
+    "memory", "bench_memory", [1024, 4096, 16384], "Sequence length; repeat for several.",
+    "Peak memory against sequence length, every case in a fresh process.",
+)  # fmt: skip
