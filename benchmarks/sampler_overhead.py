@@ -17,8 +17,8 @@ from collections.abc import Callable
 
 import torch
 
-from bdh.bench import measure as measure_module
-from bdh.bench.reference import official_and_ours
+from bdh.experiments.bench import measure as measure_module
+from bdh.experiments.bench.reference import official_and_ours
 
 
 def tokens_per_s(run: Callable[[], object], tokens: int, sampled: bool) -> float:

@@ -1,5 +1,5 @@
-"""Shared fixtures. Reference implementations live in ../shared/reference beside the repo;
-tests that compare against them skip when that folder is absent."""
+"""Shared fixtures. Reference implementations live in ../shared/reference beside the repo
+(or in $BDH_REFERENCE_DIR); tests that compare against them skip when that folder is absent."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import pytest
 import torch
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-REFERENCE_DIR = REPO_ROOT.parent / "shared" / "reference"
+REFERENCE_DIR = Path(os.environ.get("BDH_REFERENCE_DIR", REPO_ROOT.parent / "shared" / "reference"))
 
 
 def load_reference(name: str) -> ModuleType:

@@ -10,8 +10,8 @@ import torch
 
 import bdh
 from bdh.checkpoint import load_checkpoint, save_checkpoint
+from bdh.checkpoint.official import convert_official_state_dict
 from bdh.errors import CheckpointError
-from bdh.interop import convert_official_state_dict
 from tests.conftest import load_reference
 
 

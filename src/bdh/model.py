@@ -104,6 +104,7 @@ class RotaryLinearAttention(nn.Module):
 
 class BDH(GenerateMixin, nn.Module):
     model_type = "bdh"
+    cpu_bf16_pays = True  # whether precision 'auto' picks bf16 on a CPU with native bf16
     config_class = BDHConfig
 
     def __init__(self, config: BDHConfig):

@@ -263,6 +263,7 @@ class NeuroTrace:
 
 class BDHNeuro(GenerateMixin, nn.Module):
     model_type = "neuro"
+    cpu_bf16_pays = False  # whether precision 'auto' picks bf16 on a CPU with native bf16
     config_class = BDHNeuroConfig
 
     def __init__(self, config: BDHNeuroConfig):

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from bdh.bench import (
+from bdh.cli import main
+from bdh.experiments.bench import (
     BenchError,
     bench_generate,
     bench_memory,
@@ -17,9 +18,8 @@ from bdh.bench import (
     bench_train,
     official_and_ours,
 )
-from bdh.bench.reference import check_agreement
-from bdh.bench.runs import _extrapolate, format_table
-from bdh.cli import main
+from bdh.experiments.bench.reference import check_agreement
+from bdh.experiments.bench.runs import _extrapolate, format_table
 from tests.conftest import REFERENCE_DIR, load_reference
 
 
@@ -90,6 +90,14 @@ def test_cli_missing_reference_is_one_line_error(tmp_path, capsys) -> None:
     assert err.startswith("error: official BDH code not found") and "\n" not in err
 
 
+def test_cli_without_reference_is_one_line_error(capsys) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["bench", "generate"])
+    assert exit_info.value.code != 0
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and "--reference" in err and "\n" not in err
+
+
 def test_cli_json_output(reference, capsys) -> None:
     main(["bench", "prefill", "--preset", "tiny", "--length", "32", "--reference", reference, "--json"])
     data = json.loads(capsys.readouterr().out)
@@ -100,7 +108,7 @@ def test_cli_json_output(reference, capsys) -> None:
 @pytest.mark.parametrize("kernel_counter", [True, False])
 def test_peak_memory_sees_a_freed_allocation(monkeypatch, kernel_counter) -> None:
     """The peak includes memory allocated and freed inside; nested contexts agree."""
-    from bdh.bench import measure as measure_module
+    from bdh.experiments.bench import measure as measure_module
 
     if not kernel_counter:
         monkeypatch.setattr(measure_module, "_reset_peak_rss", lambda: False)

@@ -8,7 +8,8 @@ from dataclasses import asdict
 import pytest
 import torch
 
-from bdh.compare import (
+from bdh.errors import ConfigError
+from bdh.experiments.compare import (
     DEFAULT_ENTRIES,
     CompareSettings,
     _train_and_measure,
@@ -17,7 +18,6 @@ from bdh.compare import (
     run_compare,
     summarize,
 )
-from bdh.errors import ConfigError
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -89,7 +89,7 @@ def test_run_compare_writes_the_full_report(tmp_path):
 
 
 def test_reuse_loads_a_run_with_the_same_config(tmp_path):
-    from bdh.compare import _reusable, _train_config
+    from bdh.experiments.compare import _reusable, _train_config
 
     s = settings(tmp_path, entries=["gpt-backprop"], reuse=True)
     entry = asdict(DEFAULT_ENTRIES["gpt-backprop"])

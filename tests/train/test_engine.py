@@ -253,3 +253,36 @@ def test_force_with_a_bad_option_keeps_the_old_run(make_cfg):
     with pytest.raises(ConfigError, match="unknown bdh preset"):
         train(cfg.replace(preset="nope"), force=True)
     assert (Path(cfg.out_dir) / "checkpoints/step_00000001").is_dir()
+
+
+def test_tf32_is_switched_on_for_a_cuda_run_only_and_restored() -> None:
+    from bdh.train.loop import _tf32_matmuls
+
+    flags = torch.backends.cuda.matmul, torch.backends.cudnn
+    before = tuple(f.allow_tf32 for f in flags)
+    for f in flags:
+        f.allow_tf32 = False
+    try:
+        with _tf32_matmuls(torch.device("cpu")):
+            assert not any(f.allow_tf32 for f in flags)
+        with _tf32_matmuls(torch.device("cuda")):
+            assert all(f.allow_tf32 for f in flags)
+        assert not any(f.allow_tf32 for f in flags)
+    finally:
+        for f, value in zip(flags, before):
+            f.allow_tf32 = value
+
+
+def test_read_metrics_skips_a_cut_off_last_line_and_names_a_corrupt_one(tmp_path) -> None:
+    from bdh.errors import DataError
+    from bdh.train.metrics import read_metrics
+
+    path = tmp_path / "metrics.jsonl"
+    path.write_text('{"step": 1, "loss": 2.5}\n{"step": 2, "lo')
+    assert read_metrics(path) == [{"step": 1, "loss": 2.5}]
+    path.write_text('{"step": 1}\nnot json\n{"step": 2}\n')
+    with pytest.raises(DataError, match=r"metrics.jsonl line 2 is not valid JSON"):
+        read_metrics(path)
+    path.write_text('{"step": 1}\n[1, 2]\n')
+    with pytest.raises(DataError, match=r"line 2 is not a JSON object"):
+        read_metrics(path)

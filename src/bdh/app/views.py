@@ -1,25 +1,31 @@
 """The app's views. Each takes the loaded `Session` and draws one tab.
 
-Heavy results come from `bdh.analysis` through Streamlit's caches, keyed by the
-checkpoint paths and the inputs, so moving a slider does not recompute them.
+Heavy results come from `bdh.app.cache`; the live-training tab drives `bdh.app.live`.
 """
 
 from __future__ import annotations
 
-import json
 import math
-import signal
 import subprocess
-import sys
-import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import plotly.graph_objects as go
 import streamlit as st
-import torch
+
+from bdh.app import live
+from bdh.app.cache import (
+    bdh_activity,
+    continuation,
+    graph,
+    load,
+    memory,
+    mlp_activity,
+    mono,
+    token_ids,
+    trajectory,
+)
 
 BDH_COLOR, TF_COLOR = "#f97316", "#3b82f6"
 MEMORY_LENGTHS = [64, 256, 1024, 4096]
@@ -38,92 +44,6 @@ def kib(nbytes: float) -> str:
 
 def num(value: float, digits: int = 3) -> str:
     return f"{value:.{digits}f}"
-
-
-# ---- cached computations ----------------------------------------------------------------
-
-
-@st.cache_resource(show_spinner="Loading checkpoint...")
-def load(path: str) -> tuple[Any, Any]:
-    from bdh.checkpoint import load_checkpoint
-
-    return load_checkpoint(path, "cpu")
-
-
-def _ids(path: str, text: str) -> list[int]:
-    _, tokenizer = load(path)
-    return tokenizer.encode(text)
-
-
-@st.cache_data(show_spinner="Capturing activations...", max_entries=16)
-def bdh_activity(path: str, text: str) -> dict[str, Any]:
-    from bdh.analysis import capture_activations, sparsity_stats
-
-    model, _ = load(path)
-    acts = capture_activations(model, torch.tensor([_ids(path, text)]))
-    return {
-        "x": acts["x"][:, 0].numpy(),  # L, H, T, N
-        "sparsity": {name: sparsity_stats(acts[name]) for name in ("x", "y", "xy")},
-    }
-
-
-@st.cache_data(show_spinner="Capturing Transformer activations...", max_entries=16)
-def mlp_activity(path: str, text: str) -> dict[str, Any]:
-    from bdh.analysis import capture_mlp_activations, sparsity_stats
-
-    model, _ = load(path)
-    hidden = capture_mlp_activations(model, torch.tensor([_ids(path, text)]))
-    return {"hidden": hidden[:, 0, 0].numpy(), "sparsity": sparsity_stats(hidden)}  # L, T, W
-
-
-@st.cache_data(show_spinner="Reading the prompt token by token...", max_entries=16)
-def trajectory(path: str, text: str, layer: int, head: int) -> Any:
-    from bdh.analysis import state_trajectory
-
-    model, _ = load(path)
-    return state_trajectory(model, _ids(path, text), layer, head)
-
-
-@st.cache_data(show_spinner="Analysing the neuron graph...", max_entries=16)
-def graph(path: str, head: int) -> Any:
-    from bdh.analysis import model_graph_stats
-
-    return model_graph_stats(load(path)[0], head)
-
-
-@st.cache_data(show_spinner="Testing concept selectivity...", max_entries=8)
-def mono(path: str, groups_text: str, unit: str) -> Any:
-    from bdh.analysis import monosemanticity, parse_groups
-
-    model, tokenizer = load(path)
-    return monosemanticity(model, tokenizer, parse_groups(groups_text), unit=unit)
-
-
-@st.cache_data(show_spinner="Measuring state memory...", max_entries=4)
-def memory(path: str, lengths: tuple[int, ...]) -> list[dict[str, Any]]:
-    from bdh.analysis import measure_state_memory
-
-    return measure_state_memory(load(path)[0], list(lengths))
-
-
-@st.cache_data(show_spinner="Generating...", max_entries=16)
-def continuation(path: str, text: str, new_tokens: int, seed: int) -> dict[str, Any]:
-    from bdh.analysis.memory import max_context
-    from bdh.generate import SamplingConfig, generate_text
-
-    model, tokenizer = load(path)
-    ids = tokenizer.encode(text)
-    limit = max_context(model)
-    kept = ids if limit is None else ids[-max(limit - new_tokens, 1) :]
-    prompt = tokenizer.decode(kept)
-    window = torch.tensor([ids if limit is None else ids[:limit]])
-    with torch.no_grad():
-        loss = (
-            float(model(window[:, :-1], window[:, 1:])[1]) if window.shape[1] > 1 else float("nan")
-        )
-    sampling = SamplingConfig(temperature=0.8, top_k=40)
-    out = generate_text(model, tokenizer, [prompt], new_tokens, sampling, seed)[0]
-    return {"text": out, "prompt_tokens": len(kept), "prompt_loss": loss}
 
 
 # ---- session ----------------------------------------------------------------------------
@@ -154,7 +74,7 @@ def header_cards(s: Session) -> None:
     bdh = bdh_activity(s.bdh, s.text)["sparsity"]["x"]
     tf = mlp_activity(s.baseline, s.text)["sparsity"]
     traj = trajectory(s.bdh, s.text, s.layer, s.head)
-    kv = memory(s.baseline, (len(_ids(s.bdh, s.text)),))[0]
+    kv = memory(s.baseline, (len(token_ids(s.bdh, s.text)),))[0]
     cols = st.columns(4)
     cols[0].metric("BDH neurons active", pct(bdh.overall), help="x_sparse nonzero, all layers")
     cols[1].metric("Transformer MLP units active", pct(tf.overall), help="GELU output nonzero")
@@ -223,7 +143,7 @@ def sparse_brain(s: Session) -> None:
     st.plotly_chart(_style(dist, "Distribution of activity", 280), use_container_width=True)
 
     st.markdown("#### Neuron inspector")
-    ids = _ids(s.bdh, s.text)
+    ids = token_ids(s.bdh, s.text)
     _, tokenizer = load(s.bdh)
     t = st.slider("Token", 0, len(ids) - 1, len(ids) - 1, key="inspect_token")
     row = acts[t]
@@ -459,30 +379,6 @@ def memory_scaling(s: Session) -> None:
 # ---- 7. live training -----------------------------------------------------------------------
 
 
-def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
-    path = run_dir / "metrics.jsonl"
-    if not path.is_file():
-        return []
-    rows = []
-    for line in path.read_text().splitlines():
-        try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError:
-            break  # a line being written
-    return rows
-
-
-def training_command(
-    model: str, steps: int, batch_size: int, block_size: int, run_dir: Path
-) -> list[str]:
-    return [
-        sys.executable, "-m", "bdh", "train", "--model", model, "--preset", "tiny",
-        "--steps", str(steps), "--batch-size", str(batch_size), "--block-size", str(block_size),
-        "--eval-every", str(max(steps // 5, 1)), "--eval-tokens", "8192", "--log-every", "1",
-        "--device", "cpu", "--no-progress", "--out", str(run_dir), "--force",
-    ]  # fmt: skip
-
-
 def live_training(s: Session) -> None:
     from bdh.app import app_cache_dir
 
@@ -496,16 +392,15 @@ def live_training(s: Session) -> None:
     running = proc is not None and proc.poll() is None
     start, stop = st.columns(2)
     if start.button("Start training", disabled=running, type="primary", key="lt_start"):
-        run_dir = app_cache_dir() / "live" / time.strftime("%Y%m%d-%H%M%S")
-        cmd = training_command(model, int(steps), int(batch), int(block), run_dir)
-        run_dir.parent.mkdir(parents=True, exist_ok=True)
-        log = open(run_dir.parent / f"{run_dir.name}.log", "w")  # noqa: SIM115  # the child owns it
-        state["lt_proc"] = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
-        state["lt_dir"], state["lt_steps_total"], state["lt_cmd"] = run_dir, int(steps), cmd
+        proc, run_dir, cmd = live.start_run(
+            model, int(steps), int(batch), int(block), app_cache_dir() / "live"
+        )
+        state["lt_proc"], state["lt_dir"], state["lt_steps_total"], state["lt_cmd"] = (
+            proc, run_dir, int(steps), cmd
+        )  # fmt: skip
         running = True
     if stop.button("Stop (SIGTERM)", disabled=not running, key="lt_stop"):
-        state["lt_proc"].send_signal(signal.SIGTERM)
-        state["lt_proc"].wait(timeout=60)
+        live.stop_run(state["lt_proc"])
         running = False
     if "lt_dir" not in state:
         st.info(
@@ -516,14 +411,10 @@ def live_training(s: Session) -> None:
 
     @st.fragment(run_every=1.0 if running else None)
     def progress() -> None:
-        rows = read_metrics(state["lt_dir"])
+        rows = live.run_metrics(state["lt_dir"])
         train_rows = [r for r in rows if "loss" in r]
         val_rows = [r for r in rows if "val_loss" in r]
-        p = state.get("lt_proc")
-        code = None if p is None else p.poll()
-        status = (
-            "running" if code is None else ("finished" if code == 0 else f"stopped (exit {code})")
-        )
+        status = live.run_status(state.get("lt_proc"))
         last = train_rows[-1] if train_rows else {}
         m = st.columns(4)
         m[0].metric("Run", status)

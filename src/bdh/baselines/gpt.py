@@ -119,6 +119,7 @@ class Block(nn.Module):
 
 class GPT(GenerateMixin, nn.Module):
     model_type = "gpt"
+    cpu_bf16_pays = True  # whether precision 'auto' picks bf16 on a CPU with native bf16
     config_class = GPTConfig
 
     def __init__(self, config: GPTConfig):

@@ -7,7 +7,7 @@ import sys
 
 import click
 
-from bdh.cli._app import app
+from bdh.cli.group import app
 from bdh.errors import BDHError
 
 # Command modules, each registering its commands on `app`.

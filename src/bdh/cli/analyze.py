@@ -6,72 +6,34 @@ from pathlib import Path
 
 import click
 
-from bdh.cli._app import app
+from bdh.cli.group import app
 
 DEFAULT_TEXT = "First Citizen:\nBefore we proceed any further, hear me speak.\n"
 
 
 @app.command()
 @click.argument("checkpoint", type=click.Path(path_type=Path))
-@click.option(
-    "--text",
-    "-t",
-    default=DEFAULT_TEXT,
-    show_default=True,
-    help="Prompt whose activity and state are analysed.",
-)
-@click.option(
-    "--out",
-    "-o",
-    "out_dir",
-    type=click.Path(path_type=Path),
-    required=True,
-    help="Directory for analysis.json and the PNG figures.",
-)
-@click.option(
-    "--baseline",
-    type=click.Path(path_type=Path),
-    default=None,
-    help="Transformer checkpoint to compare activity and memory with.",
-)
-@click.option(
-    "--groups",
-    "groups_file",
-    type=click.Path(path_type=Path),
-    default=None,
-    help="JSON file {group: [words]} for the monosemanticity test (default: built-in groups).",
-)
-@click.option(
-    "--layer",
-    type=click.IntRange(min=0),
-    default=0,
-    show_default=True,
-    help="Layer whose state snapshots are kept.",
-)
-@click.option(
-    "--head",
-    type=click.IntRange(min=0),
-    default=0,
-    show_default=True,
-    help="Head whose state snapshots are kept.",
-)
-@click.option(
-    "--lengths",
-    default="64,256,1024,4096",
-    show_default=True,
-    help="Context lengths at which state memory is measured.",
-)
-@click.option(
-    "--synapses", is_flag=True, help="Also test the synapses of rho (last layer) for selectivity."
-)
+@click.option("--text", "-t", default=DEFAULT_TEXT, show_default=True,
+              help="Prompt whose activity and state are analysed.")  # fmt: skip
+@click.option("--out", "-o", "out_dir", type=click.Path(path_type=Path), required=True,
+              help="Directory for analysis.json and the PNG figures.")  # fmt: skip
+@click.option("--baseline", type=click.Path(path_type=Path), default=None,
+              help="Transformer checkpoint to compare activity and memory with.")  # fmt: skip
+@click.option("--groups", "groups_file", type=click.Path(path_type=Path), default=None,
+              help="JSON file {group: [words]} for the monosemanticity test "
+                   "(default: built-in groups).")  # fmt: skip
+@click.option("--layer", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Layer whose state snapshots are kept.")  # fmt: skip
+@click.option("--head", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Head whose state snapshots are kept.")  # fmt: skip
+@click.option("--lengths", default="64,256,1024,4096", show_default=True,
+              help="Context lengths at which state memory is measured.")  # fmt: skip
+@click.option("--synapses", is_flag=True,
+              help="Also test the synapses of rho (last layer) for selectivity.")  # fmt: skip
 @click.option("--device", default="cpu", show_default=True, help="Torch device.")
-@click.option(
-    "--threads",
-    type=click.IntRange(min=1),
-    default=1,
-    show_default=True,
-    help="Torch CPU threads. The analyses are many small ops, which more threads slow down on a busy machine.",
-)
+@click.option("--threads", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Torch CPU threads. The analyses are many small ops, which more threads "
+                   "slow down on a busy machine.")  # fmt: skip
 def analyze(
     checkpoint: Path, text: str, out_dir: Path, baseline: Path | None, groups_file: Path | None,
     layer: int, head: int, lengths: str, synapses: bool, device: str, threads: int,
@@ -122,32 +84,16 @@ def analyze(
 
 
 @app.command("app")
-@click.option(
-    "--bdh",
-    "bdh_ckpt",
-    type=click.Path(path_type=Path),
-    default=None,
-    help="BDH checkpoint (default: the cached tiny Shakespeare pair, trained on first use).",
-)
-@click.option(
-    "--baseline",
-    type=click.Path(path_type=Path),
-    default=None,
-    help="Transformer checkpoint to compare with (needed with --bdh).",
-)
+@click.option("--bdh", "bdh_ckpt", type=click.Path(path_type=Path), default=None,
+              help="BDH checkpoint (default: the cached tiny Shakespeare pair, trained on first use).")  # fmt: skip
+@click.option("--baseline", type=click.Path(path_type=Path), default=None,
+              help="Transformer checkpoint to compare with (needed with --bdh).")  # fmt: skip
 @click.option("--port", type=click.IntRange(1, 65535), default=8501, show_default=True)
 @click.option("--headless", is_flag=True, help="Do not open a browser.")
-@click.option(
-    "--prepare",
-    is_flag=True,
-    help="Only train (or find) the default pair, print its paths and exit.",
-)
-@click.option(
-    "--screenshots",
-    type=click.Path(path_type=Path),
-    default=None,
-    help="Serve headless, open every tab in Chromium (Live Training: a 90 s run), save one PNG per tab here, then exit.",
-)
+@click.option("--prepare", is_flag=True,
+              help="Only train (or find) the default pair, print its paths and exit.")  # fmt: skip
+@click.option("--screenshots", type=click.Path(path_type=Path), default=None,
+              help="Serve headless, open every tab in Chromium (Live Training: a 90 s run), save one PNG per tab here, then exit.")  # fmt: skip
 def app_command(
     bdh_ckpt: Path | None, baseline: Path | None, port: int, headless: bool, prepare: bool,
     screenshots: Path | None,

@@ -7,14 +7,14 @@ from pathlib import Path
 
 import click
 
-from bdh.cli._app import app
+from bdh.cli.group import app
 
 
 def _common(fn):
     """Options every benchmark takes."""
     options = [
-        click.option("--reference", type=click.Path(path_type=Path), default=None,
-                     help="The official bdh.py (default: ../shared/reference/official_bdh.py beside the repository)."),
+        click.option("--reference", type=click.Path(path_type=Path), required=True,
+                     help="The official bdh.py, e.g. ../shared/reference/official_bdh.py."),
         click.option("--device", default="cpu", show_default=True, help="cpu or cuda (cuda:N)."),
         click.option("--seed", type=int, default=0, show_default=True, help="Seed of the weights and inputs."),
         click.option("--threads", type=click.IntRange(min=1), default=None,
@@ -27,7 +27,7 @@ def _common(fn):
 
 
 def _emit(result, as_json: bool) -> None:
-    from bdh.bench.runs import format_table
+    from bdh.experiments.bench.runs import format_table
 
     if as_json:
         click.echo(json.dumps(result.to_dict(), indent=2))
@@ -65,9 +65,11 @@ def bench() -> None:
 @_common
 def bench_train_command(preset, batch_size, block_size, steps, warmup, precision, reference, device, seed, threads, as_json):
     """Training step (forward, backward, AdamW) tokens/s and peak memory."""
-    from bdh.bench import bench_train
+    from bdh.experiments.bench import bench_train
 
-    _emit(bench_train(preset, batch_size, block_size, steps, warmup, precision, _setup(device, threads), reference, seed), as_json)
+    result = bench_train(preset, reference=reference, batch_size=batch_size, block_size=block_size, steps=steps,
+                         warmup=warmup, precision=precision, device=_setup(device, threads), seed=seed)  # fmt: skip
+    _emit(result, as_json)
 
 
 @bench.command("generate")
@@ -84,38 +86,42 @@ def bench_train_command(preset, batch_size, block_size, steps, warmup, precision
 @_common
 def bench_generate_command(presets, new_tokens, batch_size, prompt_len, max_official_tokens, repeats, reference, device, seed, threads, as_json):
     """Generation tokens/s: official generate() (full recompute) vs our recurrent decoding."""
-    from bdh.bench import bench_generate
+    from bdh.experiments.bench import bench_generate
 
-    result = bench_generate(presets, new_tokens, batch_size, prompt_len, max_official_tokens,
-                            _setup(device, threads), reference, seed, repeats)  # fmt: skip
+    result = bench_generate(presets, reference=reference, new_tokens=new_tokens, batch_size=batch_size,
+                            prompt_len=prompt_len, max_official_tokens=max_official_tokens,
+                            device=_setup(device, threads), seed=seed, repeats=repeats)  # fmt: skip
     _emit(result, as_json)
 
 
-@bench.command("prefill")
-@click.option("--preset", default="small", show_default=True, help="Model preset.")
-@click.option("--length", "lengths", multiple=True, type=click.IntRange(min=1), default=[16384],
-              show_default=True, help="Prompt length; repeat for several.")  # fmt: skip
-@click.option("--batch-size", type=click.IntRange(min=1), default=1, show_default=True)
-@click.option("--max-official-tokens", type=click.IntRange(min=1), default=4096, show_default=True,
-              help="Run the official quadratic forward only up to this length.")  # fmt: skip
-@_common
-def bench_prefill_command(preset, lengths, batch_size, max_official_tokens, reference, device, seed, threads, as_json):
-    """Long-prompt prefill tokens/s and peak memory (ours: chunked, state of fixed size)."""
-    from bdh.bench import bench_prefill
+def _length_sweep(name: str, function: str, lengths: list[int], length_help: str, doc: str):
+    """A command that runs the benchmark `function` over sequence lengths (prefill, memory)."""
 
-    _emit(bench_prefill(preset, lengths, batch_size, max_official_tokens, _setup(device, threads), reference, seed), as_json)
+    @bench.command(name, help=doc)
+    @click.option("--preset", default="small", show_default=True, help="Model preset.")
+    @click.option("--length", "lengths", multiple=True, type=click.IntRange(min=1), default=lengths,
+                  show_default=True, help=length_help)  # fmt: skip
+    @click.option("--batch-size", type=click.IntRange(min=1), default=1, show_default=True)
+    @click.option("--max-official-tokens", type=click.IntRange(min=1), default=4096, show_default=True,
+                  help="Run the official quadratic forward only up to this length.")  # fmt: skip
+    @_common
+    def command(preset, lengths, batch_size, max_official_tokens, reference, device, seed, threads, as_json):
+        from bdh.experiments import bench as benchmarks
+
+        result = getattr(benchmarks, function)(
+            preset, reference=reference, lengths=lengths, batch_size=batch_size,
+            max_official_tokens=max_official_tokens, device=_setup(device, threads), seed=seed,
+        )  # fmt: skip
+        _emit(result, as_json)
+
+    return command
 
 
-@bench.command("memory")
-@click.option("--preset", default="small", show_default=True, help="Model preset.")
-@click.option("--length", "lengths", multiple=True, type=click.IntRange(min=1), default=[1024, 4096, 16384],
-              show_default=True, help="Sequence length; repeat for several.")  # fmt: skip
-@click.option("--batch-size", type=click.IntRange(min=1), default=1, show_default=True)
-@click.option("--max-official-tokens", type=click.IntRange(min=1), default=4096, show_default=True,
-              help="Run the official quadratic forward only up to this length.")  # fmt: skip
-@_common
-def bench_memory_command(preset, lengths, batch_size, max_official_tokens, reference, device, seed, threads, as_json):
-    """Peak memory against sequence length, every case in a fresh process."""
-    from bdh.bench import bench_memory
-
-    _emit(bench_memory(preset, lengths, batch_size, max_official_tokens, _setup(device, threads), reference, seed), as_json)
+bench_prefill_command = _length_sweep(
+    "prefill", "bench_prefill", [16384], "Prompt length; repeat for several.",
+    "Long-prompt prefill tokens/s and peak memory (ours: chunked, state of fixed size).",
+)  # fmt: skip
+bench_memory_command = _length_sweep(
+    "memory", "bench_memory", [1024, 4096, 16384], "Sequence length; repeat for several.",
+    "Peak memory against sequence length, every case in a fresh process.",
+)  # fmt: skip

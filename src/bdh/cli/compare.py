@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from bdh.cli._app import app
+from bdh.cli.group import app
 
 
 def _int_list(ctx: click.Context, param: click.Parameter, value: str) -> list[int]:
@@ -15,67 +15,37 @@ def _int_list(ctx: click.Context, param: click.Parameter, value: str) -> list[in
 
 
 @app.command()
-@click.option(
-    "--out",
-    "out_dir",
-    default="docs/compare",
-    show_default=True,
-    help="Report directory (runs go in OUT/runs).",
-)
-@click.option(
-    "--models",
-    default="gpt-backprop,bdh-backprop,bdh-hybrid,bdh-hebbian,neuro-backprop",
-    show_default=True,
-    help="Comma-separated entries.",
-)
-@click.option(
-    "--steps",
-    type=click.IntRange(min=1),
-    default=200,
-    show_default=True,
-    help="Training steps per model.",
-)
+@click.option("--out", "out_dir", default="docs/compare", show_default=True,
+              help="Report directory (runs go in OUT/runs).")  # fmt: skip
+@click.option("--models", default="gpt-backprop,bdh-backprop,bdh-hybrid,bdh-hebbian,neuro-backprop",
+              show_default=True, help="Comma-separated entries.")  # fmt: skip
+@click.option("--steps", type=click.IntRange(min=1), default=200, show_default=True,
+              help="Training steps per model.")  # fmt: skip
 @click.option("--batch-size", type=click.IntRange(min=1), default=16, show_default=True)
 @click.option("--block-size", type=click.IntRange(min=1), default=64, show_default=True)
 @click.option("--lr", type=click.FloatRange(0, min_open=True), default=3e-3, show_default=True)
-@click.option(
-    "--hebbian-lr",
-    type=click.FloatRange(0, min_open=True),
-    default=1e-3,
-    show_default=True,
-    help="Oja rate of the hybrid/hebbian entries.",
-)
+@click.option("--hebbian-lr", type=click.FloatRange(0, min_open=True), default=1e-3, show_default=True,
+              help="Oja rate of the hybrid/hebbian entries.")  # fmt: skip
 @click.option("--seed", type=int, default=1337, show_default=True)
 @click.option("--data", default=None, help="Corpus path (default: bundled tiny Shakespeare).")
 @click.option("--tokenizer", type=click.Choice(["byte", "char"]), default="byte", show_default=True)
 @click.option("--eval-every", type=click.IntRange(min=1), default=25, show_default=True)
 @click.option("--eval-tokens", type=click.IntRange(min=1), default=16384, show_default=True)
-@click.option(
-    "--contexts",
-    default="64,256,1024,4096",
-    show_default=True,
-    callback=_int_list,
-    help="Context lengths for the state-memory table.",
-)
-@click.option(
-    "--threads",
-    type=click.IntRange(min=1),
-    default=None,
-    help="Torch threads per training process.",
-)
+@click.option("--contexts", default="64,256,1024,4096", show_default=True, callback=_int_list,
+              help="Context lengths for the state-memory table.")  # fmt: skip
+@click.option("--threads", type=click.IntRange(min=1), default=None,
+              help="Torch threads per training process.")  # fmt: skip
 @click.option("--device", default="cpu", show_default=True)
-@click.option(
-    "--reuse",
-    is_flag=True,
-    help="Load runs in OUT/runs already trained with the same config instead of retraining.",
-)
+@click.option("--reuse", is_flag=True,
+              help="Load runs in OUT/runs already trained with the same config "
+                   "instead of retraining.")  # fmt: skip
 def compare(
     out_dir: str, models: str, steps: int, batch_size: int, block_size: int, lr: float,
     hebbian_lr: float, seed: int, data: str | None, tokenizer: str, eval_every: int,
     eval_tokens: int, contexts: list[int], threads: int | None, device: str, reuse: bool,
 ) -> None:  # fmt: skip
     """Train each model on the same data, token budget and seed; write report.md/.json and plots."""
-    from bdh.compare import CompareSettings, run_compare
+    from bdh.experiments.compare import CompareSettings, run_compare
 
     settings = CompareSettings(
         out_dir=out_dir, entries=[m.strip() for m in models.split(",") if m.strip()], steps=steps,

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from bdh.cli._app import app
+from bdh.cli.group import app
 
 checkpoint_argument = click.argument(
     "checkpoint", type=click.Path(path_type=Path)
@@ -104,7 +104,7 @@ def convert(state_dict: Path, out: Path, n_layer: int, dropout: float) -> None:
 
     The file is read with weights_only=True: no code inside it runs.
     """
-    from bdh.interop import convert_official_state_dict
+    from bdh.checkpoint.official import convert_official_state_dict
 
     path = convert_official_state_dict(state_dict, out, n_layer=n_layer, dropout=dropout)
     print(f"wrote {path}")

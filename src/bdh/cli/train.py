@@ -10,7 +10,7 @@ from typing import Any
 
 import click
 
-from bdh.cli._app import app
+from bdh.cli.group import app
 
 # CLI flag -> TrainConfig field; every flag defaults to None so that only values the user
 # typed override the config file (and, with --resume, the saved run config).

@@ -13,9 +13,9 @@ from typing import Any
 
 from bdh.config import ConfigDict
 from bdh.errors import ConfigError
+from bdh.precision import PRECISIONS
 
 SCHEDULES = ("cosine", "constant")
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 LEARNING_MODES = ("backprop", "hebbian", "hybrid")
 
 # Options that may differ when a run is resumed; all others define the run and must match.

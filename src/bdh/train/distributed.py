@@ -72,11 +72,3 @@ def barrier(info: DistInfo) -> None:
     if info.enabled:
         dist.barrier()
 
-
-def broadcast_flag(flag: bool, info: DistInfo, device: torch.device) -> bool:
-    """Rank 0's value of `flag` on every rank."""
-    if not info.enabled:
-        return flag
-    t = torch.tensor([1.0 if flag else 0.0], device=device)
-    dist.broadcast(t, src=0)
-    return bool(t.item())

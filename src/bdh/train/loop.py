@@ -15,7 +15,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +24,7 @@ from torch import Tensor
 
 from bdh.device import resolve_device
 from bdh.errors import BDHError, ConfigError
+from bdh.precision import autocast, resolve_precision
 from bdh.train.config import TrainConfig, check_resume_compatible
 from bdh.train.distributed import (
     DistInfo,
@@ -53,6 +54,12 @@ from bdh.train.state import (
 
 MetricsCallback = Callable[[dict[str, Any]], None]
 
+# Seed strides (primes, so seeds of different ranks, steps and runs do not collide):
+# the batch generator of step s is seeded seed * BATCH_SEED_STRIDE + s, and rank r's
+# torch generator (dropout) seed + RANK_SEED_STRIDE * r (+ the step when resuming).
+BATCH_SEED_STRIDE = 1_000_003
+RANK_SEED_STRIDE = 7919
+
 
 class TrainingDiverged(BDHError):
     """The loss or gradient became NaN/inf; the run stopped without saving the bad state."""
@@ -75,38 +82,6 @@ def rank_device(name: str, info: DistInfo) -> torch.device:
             device = torch.device("cuda", info.local_rank)
         torch.cuda.set_device(device)
     return device
-
-
-def cpu_has_native_bf16() -> bool:
-    """True when the CPU has bf16 instructions (AVX512-BF16 or AMX); emulated bf16 is slower than fp32."""
-    try:
-        flags = Path("/proc/cpuinfo").read_text().split()
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
-
-
-# Families for which bf16 autocast pays off on CPU. The neuro model trains under bf16 too
-# (its rho state stays fp32), but its matrices are too small to gain: 150 steps of
-# `neuro tiny` took 17.8 s against 16.3 s in fp32, at the same validation loss.
-CPU_BF16_MODELS = frozenset({"bdh", "gpt"})
-
-
-def resolve_precision(precision: str, device: torch.device, model: str = "bdh") -> str:
-    """auto: bf16 autocast on CUDA cards and CPUs with native bf16, fp32 elsewhere.
-
-    On CPU, bf16 autocast reached the same validation loss as fp32 in about half the time
-    (docs/training.md); weights, optimizer state, loss and evaluation stay fp32.
-    """
-    if precision != "auto":
-        if precision == "fp16" and device.type != "cuda":
-            raise ConfigError("fp16 training needs CUDA (use bf16 or fp32 on CPU)")
-        return precision
-    if device.type == "cuda":
-        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
-    if device.type == "cpu" and model in CPU_BF16_MODELS and cpu_has_native_bf16():
-        return "bf16"
-    return "fp32"
 
 
 def resume_config(run_dir: str | Path, changes: dict[str, Any] | None = None) -> TrainConfig:
@@ -155,8 +130,57 @@ def _model_overrides(cfg: TrainConfig, vocab_size: int) -> dict[str, Any]:
 
 def batch_starts(seed: int, step: int, batch_size: int, n_tokens: int, block_size: int) -> list[int]:
     """Window starts of the global batch of `step`: a pure function of (seed, step)."""
-    generator = torch.Generator().manual_seed(seed * 1_000_003 + step)
+    generator = torch.Generator().manual_seed(seed * BATCH_SEED_STRIDE + step)
     return torch.randint(n_tokens - block_size - 1, (batch_size,), generator=generator).tolist()
+
+
+def rank_seed(seed: int, rank: int, step: int = 0) -> int:
+    """The torch seed of `rank` from `step` on (dropout differs per rank and per resume)."""
+    return seed + RANK_SEED_STRIDE * rank + step
+
+
+@contextlib.contextmanager
+def _tf32_matmuls(device: torch.device) -> Iterator[None]:
+    """TF32 matmuls and convolutions on CUDA for the duration of a run, then the previous flags."""
+    if device.type != "cuda":
+        yield
+        return
+    before = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = before
+
+
+@dataclasses.dataclass
+class _StepStatus:
+    """What every rank learns after a step, summed over ranks by one all-reduce."""
+
+    loss_sum: float  # the ranks' losses
+    nonfinite: float  # ranks whose loss was NaN/inf
+    stop_requests: float  # ranks that received SIGINT/SIGTERM
+    progress: float  # rank 0's fraction of the time budget (the other ranks send 0)
+
+    def all_reduced(self, info: DistInfo, device: torch.device) -> _StepStatus:
+        values = [getattr(self, f.name) for f in dataclasses.fields(self)]
+        return _StepStatus(*all_reduce_sum(torch.tensor(values, device=device), info).tolist())
+
+
+@dataclasses.dataclass
+class _LogWindow:
+    """Train metrics summed since the last logged step."""
+
+    loss: float = 0.0
+    steps: int = 0
+    time: float = 0.0
+    tokens: int = 0
+
+    def add(self, loss: float, seconds: float, tokens: int) -> None:
+        self.loss += loss
+        self.steps += 1
+        self.time += seconds
+        self.tokens += tokens
 
 
 def train(
@@ -176,7 +200,8 @@ def train(
     device = rank_device(cfg.device, info)
     init_distributed(info, device)
     try:
-        run_dir = _Trainer(cfg, info, device, on_metrics, resume, force).run()
+        with _tf32_matmuls(device):
+            run_dir = _Trainer(cfg, info, device, on_metrics, resume, force).run()
         # Every rank finishes its last collective before any rank tears the group down;
         # a gloo rank whose peer has already left can abort in its destructor.
         barrier(info)
@@ -210,9 +235,6 @@ class _Trainer:
             )
         self.accum = self.rows_per_rank // self.micro
         self.precision = resolve_precision(cfg.precision, device, cfg.model)
-        if device.type == "cuda":
-            torch.backends.cuda.matmul.allow_tf32 = True
-            torch.backends.cudnn.allow_tf32 = True
 
         self.corpus, self.tokenizer = load_corpus(cfg.data, cfg.tokenizer, cfg.val_fraction)
         self.corpus.check_block_size(cfg.block_size)
@@ -234,7 +256,7 @@ class _Trainer:
             self._resume()
         else:
             # Dropout differs per rank; the data split does not depend on this seed.
-            torch.manual_seed(cfg.seed + 7919 * info.rank)
+            torch.manual_seed(rank_seed(cfg.seed, info.rank))
             if info.is_main:
                 self.run_dir.mkdir(parents=True, exist_ok=True)
         if info.is_main:
@@ -248,11 +270,9 @@ class _Trainer:
     # ---- setup ---------------------------------------------------------------------
 
     def _make_rule(self) -> Any:
-        cfg = self.cfg
-        if cfg.learning_mode == "backprop" and not cfg.prune_every and not cfg.homeostatic_scaling:
-            return None
-        from bdh.learning import make_learning_rule  # only when a rule is requested
+        from bdh.learning import make_learning_rule
 
+        cfg = self.cfg
         rule = make_learning_rule(
             cfg.learning_mode, cfg.hebbian_lr, cfg.prune_every, cfg.prune_threshold, cfg.homeostatic_scaling
         )
@@ -269,29 +289,26 @@ class _Trainer:
                 raise ConfigError(f"checkpoint {path} has no learning-rule state to resume from")
             self.rule.load_state_dict(snap.rule_state)
         self.step, self.tokens_seen, self.train_time = snap.step, snap.tokens_seen, snap.train_time_s
-        if snap.world_size == self.info.world_size:
+        same_ranks = snap.world_size == self.info.world_size
+        if same_ranks:
             restore_rng(snap.rng, self.device)
-            if self.info.rank:  # the saved generator is rank 0's; other ranks derive theirs
-                torch.manual_seed(self.cfg.seed + 7919 * self.info.rank + self.step)
-        else:
-            torch.manual_seed(self.cfg.seed + 7919 * self.info.rank + self.step)
+        if not same_ranks or self.info.rank:  # the saved generator is rank 0's
+            torch.manual_seed(rank_seed(self.cfg.seed, self.info.rank, self.step))
         if self.info.is_main:
             truncate_metrics(self.run_dir, self.step)
 
     # ---- one step ------------------------------------------------------------------
 
-    def _autocast(self) -> contextlib.AbstractContextManager:
-        if self.precision == "fp32":
-            return contextlib.nullcontext()
-        dtype = torch.bfloat16 if self.precision == "bf16" else torch.float16
-        return torch.autocast(self.device.type, dtype=dtype)
+    @property
+    def _backprop(self) -> bool:
+        return self.rule is None or self.rule.uses_backprop
 
     def _train_step(self, measure: bool) -> Tensor:
         """Forward/backward over this rank's micro-batches; returns this rank's mean loss."""
         cfg = self.cfg
         starts = batch_starts(cfg.seed, self.step, cfg.batch_size, len(self.corpus.train), cfg.block_size)
         mine = starts[self.info.rank * self.rows_per_rank : (self.info.rank + 1) * self.rows_per_rank]
-        backprop = self.rule is None or self.rule.uses_backprop
+        backprop = self._backprop
         loss_sum = torch.zeros((), device=self.device)
         self.probe.active = measure
         for i in range(self.accum):
@@ -303,7 +320,7 @@ class _Trainer:
             if self.info.enabled and not last and backprop:
                 sync = self.ddp_model.no_sync()  # all-reduce gradients once, on the last micro-batch
             grad_mode = contextlib.nullcontext() if backprop else torch.no_grad()
-            with sync, grad_mode, self._autocast():
+            with sync, grad_mode, autocast(self.precision, self.device):
                 _, loss = self.ddp_model(x, y)
                 loss = loss / self.accum
             if backprop:
@@ -341,93 +358,16 @@ class _Trainer:
     # ---- the loop ------------------------------------------------------------------
 
     def run(self) -> Path:
-        cfg, info = self.cfg, self.info
         writer = None
-        if info.is_main:
-            tb = self.run_dir / "tensorboard" if cfg.tensorboard else None
+        if self.info.is_main:
+            tb = self.run_dir / "tensorboard" if self.cfg.tensorboard else None
             writer = MetricsWriter(self.run_dir / METRICS_FILE, tb)
         bar = self._progress_bar()
-        window = {"loss": 0.0, "steps": 0, "time": 0.0, "tokens": 0}
-        tokens_per_step = cfg.batch_size * cfg.block_size
+        self.window = _LogWindow()
         try:
             with _StopSignals() as signals:
-                while self.step < cfg.steps:
-                    measure = (self.step + 1) % cfg.log_every == 0
-                    t0 = time.perf_counter()
-                    loss_sum = self._train_step(measure)
-                    # One all-reduce carries the loss, NaN flags, stop requests and rank 0's clock.
-                    progress = None
-                    if cfg.time_budget_s:
-                        progress = (self.train_time + time.perf_counter() - t0) / cfg.time_budget_s
-                    packed = torch.tensor(
-                        [
-                            loss_sum.item(),
-                            0.0 if math.isfinite(loss_sum.item()) else 1.0,
-                            1.0 if signals.received else 0.0,
-                            (progress or 0.0) if info.is_main else 0.0,
-                        ],
-                        device=self.device,
-                    )
-                    packed = all_reduce_sum(packed, info).tolist()
-                    loss = packed[0] / info.world_size
-                    if packed[1] > 0:
-                        raise self._diverged(f"the training loss became {loss_sum.item()}")
-                    lr = lr_at(
-                        self.step, cfg.steps, cfg.lr, cfg.min_lr, cfg.warmup_steps, cfg.schedule,
-                        packed[3] if cfg.time_budget_s else None,
-                    )  # fmt: skip
-                    backprop = self.rule is None or self.rule.uses_backprop
-                    grad_norm = self._optimizer_step(lr) if backprop else None
-                    self.step += 1
-                    out_of_time = bool(cfg.time_budget_s) and packed[3] >= 1.0
-                    last = self.step >= cfg.steps or out_of_time
-                    # The rule sees the number of completed steps (prune_every=k: steps k, 2k, ...).
-                    rule_metrics = (
-                        self.rule.after_step(self.model, self.step, report=measure or last)
-                        if self.rule
-                        else {}
-                    )
-                    dt = time.perf_counter() - t0
-                    self.train_time += dt
-                    self.tokens_seen += tokens_per_step
-                    window["loss"] += loss
-                    window["steps"] += 1
-                    window["time"] += dt
-                    window["tokens"] += tokens_per_step
-                    if bar is not None:
-                        bar.update(1)
-                    if measure or last:
-                        record = {
-                            "step": self.step,
-                            "loss": window["loss"] / window["steps"],
-                            "lr": lr,
-                            "tokens_per_s": window["tokens"] / max(window["time"], 1e-9),
-                            "elapsed_s": self.train_time,
-                            "tokens": self.tokens_seen,
-                        }
-                        if grad_norm is not None:
-                            record["grad_norm"] = grad_norm
-                        record.update(self.probe.collect() if measure else {})
-                        record.update({k: float(v) for k, v in rule_metrics.items()})
-                        self._emit(writer, record)
-                        if bar is not None:
-                            bar.set_postfix(loss=f"{record['loss']:.3f}", refresh=False)
-                        window = {"loss": 0.0, "steps": 0, "time": 0.0, "tokens": 0}
-                    if self.step % cfg.eval_every == 0 or last:
-                        self._evaluate(writer, bar)
-                    # On one rank a signal is seen at once; with DDP, through the all-reduce.
-                    stop_signal = packed[2] > 0 or (not info.enabled and signals.received is not None)
-                    if self.step % cfg.checkpoint_every == 0 or last or stop_signal:
-                        self._checkpoint()
-                    if stop_signal:
-                        name = signals.received or "a stop signal on another rank"
-                        raise TrainingInterrupted(
-                            f"training interrupted by {name} at step {self.step}; checkpoint saved; "
-                            f"continue with: bdh train --resume {self.run_dir}",
-                            self.run_dir,
-                            self.step,
-                        )
-                    if out_of_time:
+                while self.step < self.cfg.steps:
+                    if not self._step(signals, writer, bar):
                         break
         finally:
             if bar is not None:
@@ -436,6 +376,100 @@ class _Trainer:
                 writer.close()
             self.probe.remove()
         return self.run_dir
+
+    def _step(self, signals: _StopSignals, writer: MetricsWriter | None, bar: Any) -> bool:
+        """One optimizer step, then its logging, evaluation and checkpoint.
+
+        Returns False when the time budget is spent; raises on divergence and on a stop signal.
+        """
+        cfg = self.cfg
+        measure = (self.step + 1) % cfg.log_every == 0
+        t0 = time.perf_counter()
+        loss_sum = self._train_step(measure)
+        status = self._status(loss_sum, signals, t0)
+        if status.nonfinite > 0:
+            raise self._diverged(f"the training loss became {loss_sum.item()}")
+        lr = lr_at(
+            self.step, cfg.steps, cfg.lr, cfg.min_lr, cfg.warmup_steps, cfg.schedule,
+            status.progress if cfg.time_budget_s else None,
+        )  # fmt: skip
+        grad_norm = self._optimizer_step(lr) if self._backprop else None
+        self.step += 1
+        out_of_time = bool(cfg.time_budget_s) and status.progress >= 1.0
+        last = self.step >= cfg.steps or out_of_time
+        # The rule sees the number of completed steps (prune_every=k: steps k, 2k, ...).
+        rule_metrics = (
+            self.rule.after_step(self.model, self.step, report=measure or last) if self.rule else {}
+        )
+        dt = time.perf_counter() - t0
+        tokens = cfg.batch_size * cfg.block_size
+        self.train_time += dt
+        self.tokens_seen += tokens
+        self.window.add(status.loss_sum / self.info.world_size, dt, tokens)
+        if bar is not None:
+            bar.update(1)
+        if measure or last:
+            self._log(writer, bar, lr, grad_norm, rule_metrics, measure)
+        if self.step % cfg.eval_every == 0 or last:
+            self._evaluate(writer, bar)
+        self._checkpoint_or_stop(signals, status, last)
+        return not out_of_time
+
+    def _status(self, loss_sum: Tensor, signals: _StopSignals, t0: float) -> _StepStatus:
+        """The step's status on every rank: the loss, NaN flags, stop requests, rank 0's clock."""
+        progress = 0.0
+        if self.cfg.time_budget_s and self.info.is_main:
+            progress = (self.train_time + time.perf_counter() - t0) / self.cfg.time_budget_s
+        loss = loss_sum.item()
+        mine = _StepStatus(
+            loss_sum=loss,
+            nonfinite=0.0 if math.isfinite(loss) else 1.0,
+            stop_requests=1.0 if signals.received else 0.0,
+            progress=progress,
+        )
+        return mine.all_reduced(self.info, self.device)
+
+    def _log(
+        self,
+        writer: MetricsWriter | None,
+        bar: Any,
+        lr: float,
+        grad_norm: float | None,
+        rule_metrics: dict[str, Any],
+        measure: bool,
+    ) -> None:
+        """Write the train record of the steps since the last one and start a new window."""
+        w = self.window
+        record = {
+            "step": self.step,
+            "loss": w.loss / w.steps,
+            "lr": lr,
+            "tokens_per_s": w.tokens / max(w.time, 1e-9),
+            "elapsed_s": self.train_time,
+            "tokens": self.tokens_seen,
+        }
+        if grad_norm is not None:
+            record["grad_norm"] = grad_norm
+        record.update(self.probe.collect() if measure else {})
+        record.update({k: float(v) for k, v in rule_metrics.items()})
+        self._emit(writer, record)
+        if bar is not None:
+            bar.set_postfix(loss=f"{record['loss']:.3f}", refresh=False)
+        self.window = _LogWindow()
+
+    def _checkpoint_or_stop(self, signals: _StopSignals, status: _StepStatus, last: bool) -> None:
+        # On one rank a signal is seen at once; with DDP, through the all-reduce.
+        stop = status.stop_requests > 0 or (not self.info.enabled and signals.received is not None)
+        if self.step % self.cfg.checkpoint_every == 0 or last or stop:
+            self._checkpoint()
+        if stop:
+            name = signals.received or "a stop signal on another rank"
+            raise TrainingInterrupted(
+                f"training interrupted by {name} at step {self.step}; checkpoint saved; "
+                f"continue with: bdh train --resume {self.run_dir}",
+                self.run_dir,
+                self.step,
+            )
 
     def _emit(self, writer: MetricsWriter | None, record: dict[str, Any]) -> None:
         if writer is not None:

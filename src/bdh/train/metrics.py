@@ -11,7 +11,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from bdh.errors import ConfigError
+from bdh.errors import ConfigError, DataError
 
 
 class ActivityProbe:
@@ -111,11 +111,23 @@ class MetricsWriter:
 
 
 def read_metrics(path: Path) -> list[dict[str, Any]]:
-    """Parse metrics.jsonl, skipping a final line cut off by a crash."""
+    """The records of a metrics.jsonl file, in order.
+
+    A final line that does not parse is skipped (cut off by a crash, or still being
+    written); any other line that is not a JSON object raises DataError naming it.
+    """
+    lines = path.read_text().splitlines()
     records = []
-    for line in path.read_text().splitlines():
-        try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError:
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
             continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            if number == len(lines):
+                break
+            raise DataError(f"{path} line {number} is not valid JSON") from None
+        if not isinstance(record, dict):
+            raise DataError(f"{path} line {number} is not a JSON object")
+        records.append(record)
     return records

@@ -38,6 +38,7 @@ from bdh.checkpoint import (
 )
 from bdh.errors import CheckpointError, ConfigError
 from bdh.tokenizers import Tokenizer
+from bdh.train.metrics import read_metrics
 
 CHECKPOINTS_DIR = "checkpoints"
 TRAIN_CONFIG_FILE = "train_config.json"
@@ -234,12 +235,6 @@ def truncate_metrics(run_dir: Path, last_step: int) -> None:
     path = run_dir / METRICS_FILE
     if not path.is_file():
         return
-    kept = []
-    for line in path.read_text().splitlines():
-        try:
-            if json.loads(line).get("step", 0) <= last_step:
-                kept.append(line)
-        except json.JSONDecodeError:
-            continue  # a line cut off by a crash
+    kept = [json.dumps(r) for r in read_metrics(path) if r.get("step", 0) <= last_step]
     text = "\n".join(kept) + ("\n" if kept else "")
     atomic_write(path, lambda tmp: tmp.write_text(text))

@@ -17,10 +17,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from bdh.bench.measure import PeakMemory, measure, synchronize
-from bdh.bench.reference import check_agreement, official_and_ours
 from bdh.config import preset as config_of_preset
+from bdh.experiments.bench.measure import PeakMemory, measure, synchronize
+from bdh.experiments.bench.reference import check_agreement, official_and_ours
 from bdh.model import PREFILL_CHUNK
+from bdh.precision import autocast
 
 MB = 2**20
 
@@ -85,22 +86,19 @@ def _tokens(vocab: int, shape: tuple[int, ...], seed: int, device: str) -> torch
     return torch.randint(0, vocab, shape, generator=generator).to(device)
 
 
-def _autocast(device: str, precision: str):
-    return torch.autocast(torch.device(device).type, dtype=torch.bfloat16, enabled=precision == "bf16")
-
-
 # ---- training -------------------------------------------------------------------------
 
 
 def bench_train(
     preset: str = "small",
+    *,
+    reference: str | Path,
     batch_size: int = 8,
     block_size: int = 256,
     steps: int = 5,
     warmup: int = 1,
     precision: str = "fp32",
     device: str = "cpu",
-    reference: str | Path | None = None,
     seed: int = 0,
 ) -> BenchResult:
     """Forward + backward + AdamW step, the two sides alternating step by step.
@@ -123,7 +121,7 @@ def bench_train(
     }
 
     def step(model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> None:
-        with _autocast(device, precision):
+        with autocast(precision, device):
             _, loss = model(idx, targets)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -200,12 +198,13 @@ def _extrapolate(elapsed: list[float], prompt_len: int, n_tokens: int) -> float:
 
 def bench_generate(
     presets: Sequence[str] = ("tiny", "small"),
+    *,
+    reference: str | Path,
     new_tokens: Sequence[int] = (128, 512, 2048),
     batch_size: int = 1,
     prompt_len: int = 16,
     max_official_tokens: int = 512,
     device: str = "cpu",
-    reference: str | Path | None = None,
     seed: int = 0,
     repeats: int = 3,
 ) -> BenchResult:
@@ -260,11 +259,12 @@ def _scores_gib(config: Any, batch_size: int, length: int) -> float:
 
 def bench_prefill(
     preset: str = "small",
+    *,
+    reference: str | Path,
     lengths: Sequence[int] = (16384,),
     batch_size: int = 1,
     max_official_tokens: int = 4096,
     device: str = "cpu",
-    reference: str | Path | None = None,
     seed: int = 0,
 ) -> BenchResult:
     """Consume a long prompt: official forward() (quadratic) vs our chunked prefill.
@@ -321,11 +321,12 @@ def _memory_child(task: dict[str, Any]) -> dict[str, float]:
 
 def bench_memory(
     preset: str = "small",
+    *,
+    reference: str | Path,
     lengths: Sequence[int] = (1024, 4096, 16384),
     batch_size: int = 1,
     max_official_tokens: int = 4096,
     device: str = "cpu",
-    reference: str | Path | None = None,
     seed: int = 0,
 ) -> BenchResult:
     """Peak memory of consuming T tokens, each case in a fresh child process.
@@ -346,7 +347,7 @@ def bench_memory(
     state_mib = ours.init_state(batch_size).nbytes() / MB
     del ref, ours
     context = multiprocessing.get_context("spawn")
-    base = dict(preset=preset, reference=None if reference is None else str(reference), device=device,
+    base = dict(preset=preset, reference=str(reference), device=device,
                 seed=seed, batch_size=batch_size, threads=torch.get_num_threads())  # fmt: skip
     for length in lengths:
         runs: dict[str, dict[str, float] | None] = {"official": None, "ours": None}

@@ -129,8 +129,10 @@ def _train_and_measure(settings: dict[str, Any], entry: dict[str, Any]) -> dict[
     import torch
 
     from bdh.device import resolve_device
+    from bdh.precision import resolve_precision
     from bdh.train import train
-    from bdh.train.loop import resolve_precision
+    from bdh.train.metrics import read_metrics
+    from bdh.train.state import METRICS_FILE
 
     s = CompareSettings(**settings)
     if s.threads:
@@ -139,9 +141,7 @@ def _train_and_measure(settings: dict[str, Any], entry: dict[str, Any]) -> dict[
     rss_before = _peak_rss_bytes()
     run_dir = train(cfg, force=True)
     rss_peak = _peak_rss_bytes()
-    lines = [
-        json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines() if x.strip()
-    ]
+    lines = read_metrics(run_dir / METRICS_FILE)
     result = {
         "name": entry["name"],
         "train_config": cfg.to_dict(),

@@ -1,4 +1,4 @@
-"""Locating the official BDH module and building both models on the same weights."""
+"""Loading the official BDH module and building both models on the same weights."""
 
 from __future__ import annotations
 
@@ -21,14 +21,9 @@ class BenchError(BDHError):
     """A benchmark that cannot run: no official code, or the two models disagree."""
 
 
-def default_reference_path() -> Path:
-    """../shared/reference/official_bdh.py beside the repository holding this package."""
-    return Path(__file__).resolve().parents[3].parent / "shared" / "reference" / "official_bdh.py"
-
-
-def load_official(path: str | Path | None = None) -> ModuleType:
-    """Import the official `bdh.py` from `path` (default: `default_reference_path()`)."""
-    path = Path(path) if path is not None else default_reference_path()
+def load_official(path: str | Path) -> ModuleType:
+    """Import the official `bdh.py` at `path`."""
+    path = Path(path)
     if not path.is_file():
         raise BenchError(f"official BDH code not found at '{path}'; pass --reference PATH to bdh.py")
     name = f"_bdh_official_{abs(hash(str(path.resolve())))}"
@@ -48,7 +43,7 @@ def load_official(path: str | Path | None = None) -> ModuleType:
 
 def official_and_ours(
     preset_name: str,
-    reference: str | Path | None = None,
+    reference: str | Path,
     device: str = "cpu",
     seed: int = 0,
     **overrides,
