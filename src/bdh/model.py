@@ -15,6 +15,7 @@ Training uses the parallel form; `prefill`/`step` carry the state for generation
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -44,6 +45,7 @@ class BDHState:
 
     kv: Tensor
     position: int = 0
+    batch_axes: ClassVar[dict[str, int]] = {"kv": 1}  # where each tensor keeps its sequences
 
     @property
     def batch_size(self) -> int:
@@ -106,6 +108,7 @@ class BDH(GenerateMixin, nn.Module):
     model_type = "bdh"
     cpu_bf16_pays = True  # whether precision 'auto' picks bf16 on a CPU with native bf16
     config_class = BDHConfig
+    carries_state = True  # forward(idx, targets, state) continues a state (truncated BPTT)
 
     def __init__(self, config: BDHConfig):
         super().__init__()

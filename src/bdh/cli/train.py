@@ -33,6 +33,7 @@ _OPTIONS: list[tuple[str, str, Any, str]] = [
     ("--grad-clip", "grad_clip", click.FloatRange(0), "Clip the global gradient norm; 0 = off [1.0]."),
     ("--time-budget", "time_budget_s", click.FloatRange(0, min_open=True), "Stop after this many seconds of training (eval excluded); the cosine decays over it."),
     ("--seed", "seed", int, "Seed for weights, batches and dropout [1337]."),
+    ("--reset-tokens", "reset_tokens", click.IntRange(min=1), "With --carry-state: restart every stream at a new random place after this many tokens (a multiple of --block-size) [each row reads its 1/B stripe of the corpus to the end]."),
     ("--device", "device", str, "auto, cpu, cuda, cuda:1 [auto]."),
     ("--precision", "precision", click.Choice(["auto", "fp32", "bf16", "fp16"]), "Autocast precision; auto = bf16 on CUDA and on CPUs with native bf16 (AVX512-BF16/AMX), else fp32."),
     ("--eval-every", "eval_every", click.IntRange(min=1), "Validate every N steps [100]."),
@@ -78,11 +79,15 @@ def _parse_sets(values: tuple[str, ...]) -> dict[str, Any]:
 @click.option("--homeostatic-scaling/--no-homeostatic-scaling", default=None, help="Homeostatic scaling rule [off].")
 @click.option("--tensorboard/--no-tensorboard", default=None, help="Also log to RUN_DIR/tensorboard (needs tensorboard).")
 @click.option("--progress/--no-progress", default=None, help="Progress bar with ETA on stderr [on].")
+@click.option("--carry-state/--no-carry-state", default=None, help="Rows read contiguous streams and each step starts from the state the last one ended with (truncated BPTT) [off].")
+@click.option("--damping", default=None, metavar="U|alibi[:c]", help="BDH state damping: one factor in (0, 1], or per-head ALiBi-style factors (docs/long_context.md) [off].")
+@click.option("--no-bptt", is_flag=True, default=None, help="BDH: no gradient through the attention's keys, values and state (paper §7.2) [off].")
 @_train_options
 def train(
     config_file: Path | None, out_dir: Path | None, resume_dir: Path | None, force: bool,
     sets: tuple[str, ...], compile_: bool | None, homeostatic_scaling: bool | None,
-    tensorboard: bool | None, progress: bool | None, **flags: Any,
+    tensorboard: bool | None, progress: bool | None, carry_state: bool | None,
+    damping: str | None, no_bptt: bool | None, **flags: Any,
 ) -> None:  # fmt: skip
     """Train a model; the run directory ends up a checkpoint that `bdh generate` loads.
 
@@ -95,11 +100,17 @@ def train(
     options: dict[str, Any] = read_config_file(config_file) if config_file else {}
     options.update({k: v for k, v in flags.items() if v is not None})
     for key, value in (("compile", compile_), ("homeostatic_scaling", homeostatic_scaling),
-                       ("tensorboard", tensorboard), ("progress", progress)):  # fmt: skip
+                       ("tensorboard", tensorboard), ("progress", progress),
+                       ("carry_state", carry_state)):  # fmt: skip
         if value is not None:
             options[key] = value
-    if sets:
-        options["model_overrides"] = {**options.get("model_overrides", {}), **_parse_sets(sets)}
+    model_flags = _parse_sets(sets)
+    if damping is not None:
+        model_flags["damping"] = _parse_sets((f"damping={damping}",))["damping"]
+    if no_bptt:
+        model_flags["no_bptt"] = True
+    if model_flags:
+        options["model_overrides"] = {**options.get("model_overrides", {}), **model_flags}
     if resume_dir is not None:
         if force:
             raise ConfigError("--resume and --force contradict each other")

@@ -54,6 +54,9 @@ class TrainConfig(ConfigDict):
     grad_clip: float = 1.0  # max global grad norm; 0 disables clipping
     time_budget_s: float | None = None  # stop after this much training time (eval excluded)
     seed: int = 1337
+    # carried state (truncated BPTT across steps, bdh.train.carry)
+    carry_state: bool = False  # rows read contiguous streams; the state goes on between steps
+    reset_tokens: int | None = None  # stream length before a restart; None = whole stripes
     # precision and speed
     device: str = "auto"  # auto = cuda when available, else cpu
     precision: str = "auto"  # auto = bf16 on CUDA / CPUs with native bf16, else fp32
@@ -104,6 +107,12 @@ class TrainConfig(ConfigDict):
             raise ConfigError(f"betas must be in [0, 1), got {self.beta1}, {self.beta2}")
         if self.time_budget_s is not None and not self.time_budget_s > 0:
             raise ConfigError(f"time_budget_s must be > 0, got {self.time_budget_s}")
+        if not isinstance(self.carry_state, bool):
+            raise ConfigError(f"carry_state must be true or false, got {self.carry_state!r}")
+        if self.reset_tokens is not None:
+            if not self.carry_state:
+                raise ConfigError("reset_tokens needs carry_state (--reset-tokens needs --carry-state)")
+            self.require_positive_ints("reset_tokens")
         if not isinstance(self.model_overrides, dict):
             raise ConfigError("model_overrides must be a mapping of model config fields")
 

@@ -3,7 +3,9 @@
 Each optimizer step draws a global batch of `batch_size` random windows from a generator
 seeded by (seed, step); rank r of K takes rows [r*B/K, (r+1)*B/K) and splits them into
 micro-batches. The batch therefore depends only on the step, which makes resuming exact
-and lets a run continue on a different number of ranks.
+and lets a run continue on a different number of ranks. With `carry_state` the rows read
+contiguous streams instead and every micro-batch starts from the state it ended the
+previous step with (`bdh.train.carry`); that state is saved in checkpoints.
 """
 
 from __future__ import annotations
@@ -22,9 +24,11 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from bdh.data.streams import StreamSchedule, random_window_starts
 from bdh.device import resolve_device
 from bdh.errors import BDHError, ConfigError
 from bdh.precision import autocast, resolve_precision
+from bdh.train.carry import CarriedState
 from bdh.train.config import TrainConfig, check_resume_compatible
 from bdh.train.distributed import (
     DistInfo,
@@ -54,10 +58,9 @@ from bdh.train.state import (
 
 MetricsCallback = Callable[[dict[str, Any]], None]
 
-# Seed strides (primes, so seeds of different ranks, steps and runs do not collide):
-# the batch generator of step s is seeded seed * BATCH_SEED_STRIDE + s, and rank r's
-# torch generator (dropout) seed + RANK_SEED_STRIDE * r (+ the step when resuming).
-BATCH_SEED_STRIDE = 1_000_003
+# Rank r's torch generator (dropout) is seeded seed + RANK_SEED_STRIDE * r (+ the step when
+# resuming); a prime, so seeds of different ranks and runs do not collide. The batch
+# generators' seeds are `bdh.data.streams`'.
 RANK_SEED_STRIDE = 7919
 
 
@@ -126,12 +129,6 @@ def _model_overrides(cfg: TrainConfig, vocab_size: int) -> dict[str, Any]:
         if given != vocab_size:
             raise ConfigError(f"model vocab_size {given} does not match the tokenizer's {vocab_size}")
     return overrides
-
-
-def batch_starts(seed: int, step: int, batch_size: int, n_tokens: int, block_size: int) -> list[int]:
-    """Window starts of the global batch of `step`: a pure function of (seed, step)."""
-    generator = torch.Generator().manual_seed(seed * BATCH_SEED_STRIDE + step)
-    return torch.randint(n_tokens - block_size - 1, (batch_size,), generator=generator).tolist()
 
 
 def rank_seed(seed: int, rank: int, step: int = 0) -> int:
@@ -243,6 +240,7 @@ class _Trainer:
             cfg.model, cfg.preset, **_model_overrides(cfg, self.tokenizer.vocab_size)
         ).to(device)
         self.model.train()
+        self.carried = self._carried_state()
         self.optimizer = build_optimizer(
             self.model, cfg.lr, cfg.weight_decay, (cfg.beta1, cfg.beta2), device
         )
@@ -280,9 +278,22 @@ class _Trainer:
             rule.attach(self.model)
         return rule
 
+    def _carried_state(self) -> CarriedState | None:
+        cfg = self.cfg
+        if not cfg.carry_state:
+            return None
+        if not getattr(self.model, "carries_state", False):
+            raise ConfigError(f"the {cfg.model} model cannot carry its state across windows (--carry-state)")
+        schedule = StreamSchedule(len(self.corpus.train), cfg.batch_size, cfg.block_size, cfg.seed, cfg.reset_tokens)
+        return CarriedState(self.model, schedule, self.info, self.micro, self.device)
+
     def _resume(self) -> None:
         path = latest_checkpoint(self.run_dir)
         snap = load_training_checkpoint(path, self.model)
+        if self.carried is not None:
+            if snap.carried_state is None:
+                raise ConfigError(f"checkpoint {path} has no carried state to resume from")
+            self.carried.load_state_dict(snap.carried_state, str(path))
         load_optimizer_tensors(self.optimizer, snap.optimizer_tensors, snap.optimizer_groups, str(path))
         if self.rule is not None:
             if snap.rule_state is None:
@@ -306,7 +317,10 @@ class _Trainer:
     def _train_step(self, measure: bool) -> Tensor:
         """Forward/backward over this rank's micro-batches; returns this rank's mean loss."""
         cfg = self.cfg
-        starts = batch_starts(cfg.seed, self.step, cfg.batch_size, len(self.corpus.train), cfg.block_size)
+        if self.carried is not None:
+            starts = self.carried.schedule.starts(self.step)
+        else:
+            starts = random_window_starts(cfg.seed, self.step, cfg.batch_size, len(self.corpus.train), cfg.block_size)
         mine = starts[self.info.rank * self.rows_per_rank : (self.info.rank + 1) * self.rows_per_rank]
         backprop = self._backprop
         loss_sum = torch.zeros((), device=self.device)
@@ -321,7 +335,11 @@ class _Trainer:
                 sync = self.ddp_model.no_sync()  # all-reduce gradients once, on the last micro-batch
             grad_mode = contextlib.nullcontext() if backprop else torch.no_grad()
             with sync, grad_mode, autocast(self.precision, self.device):
-                _, loss = self.ddp_model(x, y)
+                if self.carried is None:
+                    _, loss = self.ddp_model(x, y)
+                else:
+                    _, loss, state = self.ddp_model(x, y, state=self.carried.begin(self.step, i))
+                    self.carried.end(i, state)
                 loss = loss / self.accum
             if backprop:
                 (self.scaler.scale(loss) if self.scaler else loss).backward()
@@ -498,6 +516,7 @@ class _Trainer:
         barrier(self.info)
 
     def _checkpoint(self) -> None:
+        carried = self.carried.state_dict() if self.carried is not None else None  # all ranks
         if self.info.is_main:
             tensors, groups = optimizer_tensors(self.optimizer)
             snapshot = TrainingSnapshot(
@@ -509,6 +528,7 @@ class _Trainer:
                 rng=capture_rng(self.device),
                 rule_state=self.rule.state_dict() if self.rule is not None else None,
                 world_size=self.info.world_size,
+                carried_state=carried,
             )
             save_training_checkpoint(self.run_dir, self.model, self.tokenizer, snapshot, self.cfg.keep_last)
         barrier(self.info)

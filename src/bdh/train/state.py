@@ -9,6 +9,7 @@
         optimizer.safetensors  AdamW moments and step counts
         rng.safetensors        torch CPU (and CUDA) generator states of rank 0
         learning_rule.safetensors   when a learning rule is active (pruning masks, ...)
+        carried_state.safetensors   with --carry-state: every row's recurrent state
         trainer_state.json     step, data position, timers, optimizer groups, world size
 
 A step directory is assembled under a temporary name and renamed into place, so a crash
@@ -47,6 +48,7 @@ TRAINER_STATE_FILE = "trainer_state.json"
 OPTIMIZER_FILE = "optimizer.safetensors"
 RNG_FILE = "rng.safetensors"
 RULE_FILE = "learning_rule.safetensors"
+CARRIED_STATE_FILE = "carried_state.safetensors"
 TRAINER_STATE_VERSION = 1
 _STEP_DIR = re.compile(r"^step_(\d{8})$")
 # What a run directory may contain; --force removes exactly these.
@@ -68,6 +70,7 @@ class TrainingSnapshot:
     rng: dict[str, Tensor]
     rule_state: dict[str, Tensor] | None
     world_size: int
+    carried_state: dict[str, Tensor] | None = None  # all rows, global order (bdh.train.carry)
 
 
 def step_dir_name(step: int) -> str:
@@ -159,6 +162,8 @@ def save_training_checkpoint(
         _save_tensors(tmp / RNG_FILE, snapshot.rng)
         if snapshot.rule_state is not None:
             _save_tensors(tmp / RULE_FILE, snapshot.rule_state)
+        if snapshot.carried_state is not None:
+            _save_tensors(tmp / CARRIED_STATE_FILE, snapshot.carried_state)
         state = {
             "version": TRAINER_STATE_VERSION,
             "step": snapshot.step,
@@ -169,6 +174,7 @@ def save_training_checkpoint(
             "data_position": {"next_step": snapshot.step},
             "optimizer_param_groups": snapshot.optimizer_groups,
             "has_learning_rule_state": snapshot.rule_state is not None,
+            "has_carried_state": snapshot.carried_state is not None,
         }
         (tmp / TRAINER_STATE_FILE).write_text(json.dumps(state, indent=2) + "\n")
         os.replace(tmp, final)
@@ -198,6 +204,9 @@ def load_training_checkpoint(path: Path, model: nn.Module) -> TrainingSnapshot:
     rule_state = None
     if state.get("has_learning_rule_state"):
         rule_state = load_state_dict_file(path / RULE_FILE)
+    carried_state = None
+    if state.get("has_carried_state"):
+        carried_state = load_state_dict_file(path / CARRIED_STATE_FILE)
     rng = load_state_dict_file(path / RNG_FILE)
     if "torch_cpu" not in rng:
         raise CheckpointError(f"checkpoint file {path / RNG_FILE} is corrupt: no torch_cpu state")
@@ -210,6 +219,7 @@ def load_training_checkpoint(path: Path, model: nn.Module) -> TrainingSnapshot:
         rng=rng,
         rule_state=rule_state,
         world_size=int(state.get("world_size", 1)),
+        carried_state=carried_state,
     )
 
 
