@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from bdh.errors import ConfigError
+from bdh.experiments.report import cpu_name
 
 
 @dataclass
@@ -89,16 +90,6 @@ class CompareSettings:
             )
         if not self.contexts or min(self.contexts) < 1:
             raise ConfigError("context lengths must be positive")
-
-
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def _peak_rss_bytes() -> int:
@@ -267,7 +258,7 @@ def run_compare(settings: CompareSettings) -> dict[str, Any]:
         "settings": asdict(settings),
         "machine": {
             "platform": platform.platform(),
-            "processor": _cpu_name(),
+            "processor": cpu_name(),
             "cpus": multiprocessing.cpu_count(),
             "torch": torch.__version__,
         },
