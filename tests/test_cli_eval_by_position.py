@@ -25,10 +25,10 @@ def short_text(tmp_path):
     return path
 
 
-def test_writes_the_table_the_json_and_the_plot(ckpt, tmp_path, capsys) -> None:
-    out_json, out_png = tmp_path / "pos.json", tmp_path / "pos.png"
+def test_writes_the_table_and_the_json(ckpt, tmp_path, capsys) -> None:
+    out_json = tmp_path / "pos.json"
     args = ["eval", str(ckpt), "--whole", "--by-position", "--length", "3000", "--sequences", "2"]
-    code, out, err = run_cli([*args, "--json", str(out_json), "--plot", str(out_png)], capsys)
+    code, out, err = run_cli([*args, "--json", str(out_json)], capsys)
     assert code == 0, err
     lines = out.splitlines()
     assert "2 x 3000 tokens of val split of" in lines[0] and "no token is read twice" in lines[0]
@@ -40,13 +40,32 @@ def test_writes_the_table_the_json_and_the_plot(ckpt, tmp_path, capsys) -> None:
     assert [b["label"] for b in record["buckets"]] == ["0-256", "256-1k", "1k-3000"]
     assert [b["tokens"] for b in record["buckets"]] == [2 * 255, 2 * 768, 2 * 1976]
     assert record["curve"][0]["start"] == 1 and record["curve"][-1]["end"] == 3000
-    assert out_png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     # An existing output is refused, untouched, unless --force.
     before = out_json.read_text()
     code, _, err = run_cli([*args, "--json", str(out_json)], capsys)
     assert_one_line_error(code, err, "exists; use --force")
     assert out_json.read_text() == before
-    code, _, err = run_cli([*args, "--plot", str(out_png), "--force"], capsys)
+
+
+def test_draws_the_plot(ckpt, tmp_path, capsys) -> None:
+    pytest.importorskip("matplotlib")
+    out_png = tmp_path / "pos.png"
+    args = [
+        "eval",
+        str(ckpt),
+        "--whole",
+        "--by-position",
+        "--length",
+        "1500",
+        "--plot",
+        str(out_png),
+    ]
+    code, out, err = run_cli(args, capsys)
+    assert code == 0 and f"wrote {out_png}" in out, err
+    assert out_png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    code, _, err = run_cli(args, capsys)
+    assert_one_line_error(code, err, "exists; use --force")
+    code, _, err = run_cli([*args, "--force"], capsys)
     assert code == 0, err
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -10,6 +12,7 @@ import torch.nn.functional as F
 import bdh
 from bdh.errors import BDHError
 from bdh.evaluation import (
+    PositionalLoss,
     concatenate_texts,
     loss_by_position,
     position_buckets,
@@ -152,6 +155,7 @@ def test_the_overall_loss_is_score_sequence_of_the_whole_text() -> None:
     }
     assert record["repeats"] is False and record["repeat_from_position"] is None
     assert record["overall"]["tokens"] == 1499
+    assert PositionalLoss.from_dict(json.loads(json.dumps(record))) == result
 
 
 def test_a_short_text_is_read_again_only_when_allowed() -> None:
@@ -222,3 +226,21 @@ def test_memory_stays_one_chunk_of_logits_at_any_length(monkeypatch) -> None:
     # The largest tensor allocated does not grow with the length, and stays below the
     # logits of the sequences ([2, T, vocab] fp32: 8 MB at T = 4000).
     assert largest[4000] == largest[1000] < 2 * 3999 * 256 * 4 / 2
+
+
+def test_several_results_in_one_figure(tmp_path) -> None:
+    pytest.importorskip("matplotlib")
+    from bdh.evaluation_plot import plot_loss_by_position
+
+    text = np.random.default_rng(6).integers(0, 256, 400).astype(np.uint8)
+    results = {}
+    for seed in (0, 1):
+        torch.manual_seed(seed)
+        model = bdh.BDH(bdh.preset("tiny")).eval()
+        results[f"seed {seed}"] = loss_by_position(
+            model, text, bdh.ByteTokenizer(), length=600, repeat=True
+        )
+    out = plot_loss_by_position(results, tmp_path / "two.png", title="two models")
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    with pytest.raises(BDHError, match="nothing to plot"):
+        plot_loss_by_position({}, tmp_path / "none.png")

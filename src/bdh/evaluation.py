@@ -244,6 +244,25 @@ class PositionalLoss:
             "curve": [asdict(point) for point in self.curve],
         }
 
+    @classmethod
+    def from_dict(cls, record: dict[str, Any]) -> PositionalLoss:
+        """The inverse of `to_dict` (extra keys, such as a checkpoint's path, are ignored)."""
+
+        def points(key: str) -> list[BucketLoss]:
+            fields = ("start", "end", "loss", "bits_per_byte", "tokens")
+            return [BucketLoss(*(p[f] for f in fields)) for p in record[key]]
+
+        return cls(
+            source=record["source"],
+            text_tokens=record["text_tokens"],
+            length=record["length"],
+            starts=list(record["starts"]),
+            repeat_from=record["repeat_from_position"],
+            overall=EvalResult(**record["overall"]),
+            buckets=points("buckets"),
+            curve=points("curve"),
+        )
+
 
 def sequence_starts(
     text_tokens: int, length: int, sequences: int, repeat: bool = False

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import textwrap
 from collections.abc import Mapping
 from pathlib import Path
 from types import ModuleType
@@ -59,7 +60,8 @@ def plot_loss_by_position(
     ax.set_ylabel("loss (nats/token)")
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=8)
-    ax.set_title(title or "loss by position", fontsize=10)
+    lines = (title or "loss by position").splitlines()
+    ax.set_title("\n".join(textwrap.fill(line, 100) for line in lines), fontsize=9)
     fig.tight_layout()
     out = Path(out_path)
     fig.savefig(out, dpi=100)
