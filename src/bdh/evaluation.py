@@ -112,7 +112,9 @@ def score_sequence(
     Models whose state is bounded by a context window (the GPT baseline) refuse lengths
     beyond it.
     """
-    rows = np.asarray(tokens).reshape(-1, np.shape(tokens)[-1])
+    rows = np.atleast_2d(np.asarray(tokens))
+    if rows.ndim != 2:
+        raise BDHError(f"tokens must be [T] or [K, T], got shape {rows.shape}")
     total = rows.shape[1] - 1
     n_targets = total if max_tokens is None else min(total, max_tokens)
     if n_targets < 1:
