@@ -191,6 +191,11 @@ def test_sequence_offsets_and_refusals() -> None:
         sequence_starts(1000, 1, 1)
     with pytest.raises(BDHError, match="at least one sequence"):
         sequence_starts(1000, 10, 0)
+    model, byte = bdh.BDH(bdh.preset("tiny")), bdh.ByteTokenizer()
+    with pytest.raises(BDHError, match=r"\[T\] or \[K, T\]"):
+        score_sequence(model, np.zeros((2, 2, 8), dtype=np.uint8), byte)
+    with pytest.raises(BDHError, match=r"needs \(2, 7\)"):
+        score_sequence(model, np.zeros((2, 8), dtype=np.uint8), byte, position_losses=np.empty(7))
     gpt = build_model_from_preset("gpt", "tiny", vocab_size=256)
     with pytest.raises(BDHError, match="at most 256 tokens"):
         loss_by_position(gpt, np.arange(600, dtype=np.uint16) % 256, bdh.ByteTokenizer())
