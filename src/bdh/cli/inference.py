@@ -4,10 +4,17 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from bdh.cli.group import app
+
+if TYPE_CHECKING:  # the commands import torch only when they run
+    import numpy as np
+    from torch import nn
+
+    from bdh.tokenizers import Tokenizer
 
 checkpoint_argument = click.argument(
     "checkpoint", type=click.Path(path_type=Path)
@@ -66,21 +73,59 @@ def generate(
     help="Score the split as one sequence through the recurrent state (every token sees its "
     "whole prefix; bounded memory at any length) instead of independent windows.",
 )  # fmt: skip
+@click.option(
+    "--by-position", is_flag=True,
+    help="With --whole: loss by position bucket (0-256, 256-1k, 1k-4k, ...) of --sequences "
+    "reads of --length tokens, each from a zero state.",
+)  # fmt: skip
+@click.option("--length", type=click.IntRange(min=2), default=None, help="Tokens per sequence with --by-position (default: the whole text).")
+@click.option("--sequences", type=click.IntRange(min=1), default=1, show_default=True, help="Sequences read side by side with --by-position, at offsets spread over the text.")
+@click.option("--append", "append_specs", multiple=True, help="With --by-position: a corpus (file, directory or name) read whole after the split, to make a longer text; repeatable.")
+@click.option("--repeat", is_flag=True, help="With --by-position: read a text shorter than --length again from its start (the output says from which position).")
+@click.option("--json", "json_path", type=click.Path(path_type=Path), default=None, help="With --by-position: write the buckets and a finer curve (8 points per doubling of the position) as JSON here.")
+@click.option("--plot", "plot_path", type=click.Path(path_type=Path), default=None, help="With --by-position: draw the loss against position (log scale) to this PNG.")
+@click.option("--force", is_flag=True, help="Overwrite the --json and --plot files if they exist.")
 @device_option
 def evaluate(
     checkpoint: Path, data: str | None, split: str, block_size: int, batch_size: int,
-    max_tokens: int | None, whole: bool, device: str,
+    max_tokens: int | None, whole: bool, by_position: bool, length: int | None, sequences: int,
+    append_specs: tuple[str, ...], repeat: bool, json_path: Path | None, plot_path: Path | None,
+    force: bool, device: str,
 ) -> None:  # fmt: skip
     """Loss (nats/token) and bits per byte of CHECKPOINT on a corpus split."""
     from bdh.checkpoint import load_checkpoint
     from bdh.data import load_corpus
     from bdh.device import resolve_device
+    from bdh.errors import BDHError
     from bdh.evaluation import evaluate as run_eval
     from bdh.evaluation import score_sequence
 
+    positional = dict(
+        length=length, sequences=sequences != 1, append=append_specs, repeat=repeat,
+        json=json_path, plot=plot_path, force=force,
+    )  # fmt: skip
+    if not by_position and any(positional.values()):
+        used = ", ".join(f"--{name}" for name, value in positional.items() if value)
+        raise BDHError(f"{used}: only with --by-position")
+    if by_position:
+        if not whole:
+            raise BDHError("--by-position reads sequences through the recurrent state: add --whole")
+        if max_tokens is not None:
+            raise BDHError("--by-position takes --length (tokens per sequence), not --max-tokens")
+        _check_outputs([json_path, plot_path], force)
+        if plot_path is not None:
+            from bdh.evaluation_plot import require_pyplot
+
+            require_pyplot()  # before minutes of scoring, not after
     model, tokenizer = load_checkpoint(checkpoint, resolve_device(device))
     corpus, _ = load_corpus(data, tokenizer)
     tokens = getattr(corpus, split)
+    if by_position:
+        _evaluate_by_position(
+            model, tokenizer, [(f"{split} split of {corpus.source}", tokens)], append_specs,
+            length, sequences, repeat, json_path, plot_path, checkpoint,
+        )  # fmt: skip
+        return
     if whole:
         result = score_sequence(model, tokens, tokenizer, max_tokens)
         how = "as one sequence"
@@ -92,6 +137,61 @@ def evaluate(
         f"{split} loss {result.loss:.4f} | bits per byte {result.bits_per_byte:.4f} | "
         f"{result.tokens} tokens of {corpus.source} {how}"
     )
+
+
+def _check_outputs(paths: list[Path | None], force: bool) -> None:
+    from bdh.errors import BDHError
+
+    for path in paths:
+        if path is None:
+            continue
+        if path.exists() and not force:
+            raise BDHError(f"'{path}' exists; use --force to overwrite it")
+        if not path.parent.is_dir():
+            raise BDHError(f"no directory '{path.parent}' to write '{path.name}' into")
+
+
+def _evaluate_by_position(
+    model: nn.Module, tokenizer: Tokenizer, parts: list[tuple[str, np.ndarray]],
+    append_specs: tuple[str, ...], length: int | None,
+    sequences: int, repeat: bool, json_path: Path | None, plot_path: Path | None, checkpoint: Path,
+) -> None:  # fmt: skip
+    """Score, print the bucket table, write the JSON and the plot."""
+    import json
+
+    import numpy as np
+
+    from bdh.data import load_corpus
+    from bdh.evaluation import concatenate_texts, loss_by_position
+
+    for spec in append_specs:
+        extra, _ = load_corpus(spec, tokenizer)
+        parts.append((extra.source, np.concatenate([extra.train, extra.val])))
+    text, source = concatenate_texts(parts)
+    result = loss_by_position(
+        model, text, tokenizer, length, sequences, repeat=repeat, source=source
+    )
+    repeats = (
+        f"the text repeats from position {result.repeat_from} on (easier to predict there)"
+        if result.repeats
+        else "no token is read twice"
+    )
+    print(f"loss by position: {result.sequences} x {result.length} tokens of {source}; {repeats}")
+    print(f"{'positions':>16} {'tokens':>10} {'loss':>8} {'bits/byte':>10}")
+    rows = [(b.label, b.tokens, b.loss, b.bits_per_byte) for b in result.buckets]
+    o = result.overall
+    for label, tokens, loss, bits_per_byte in [*rows, ("all", o.tokens, o.loss, o.bits_per_byte)]:
+        print(f"{label:>16} {tokens:>10} {loss:>8.4f} {bits_per_byte:>10.4f}")
+    if json_path is not None:
+        record = {"checkpoint": str(checkpoint), **result.to_dict()}
+        json_path.write_text(json.dumps(record, indent=1) + "\n")
+        print(f"wrote {json_path}")
+    if plot_path is not None:
+        from bdh.evaluation_plot import plot_loss_by_position
+
+        title = f"{checkpoint}\n{source}; {repeats}"
+        plot_loss_by_position({checkpoint.name: result}, plot_path, title=title)
+        print(f"wrote {plot_path}")
 
 
 @app.command()
