@@ -4,7 +4,6 @@ norm, and the metrics.jsonl (+ optional TensorBoard) writer."""
 from __future__ import annotations
 
 import json
-from dataclasses import fields, is_dataclass
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +11,7 @@ import torch
 from torch import Tensor, nn
 
 from bdh.errors import ConfigError
+from bdh.registry import state_tensors
 
 
 class ActivityProbe:
@@ -48,18 +48,6 @@ class ActivityProbe:
             handle.remove()
 
 
-def _state_tensors(state: Any) -> list[Tensor]:
-    if isinstance(state, Tensor):
-        return [state]
-    if isinstance(state, (list, tuple)):
-        return [t for item in state for t in _state_tensors(item)]
-    if isinstance(state, dict):
-        return [t for item in state.values() for t in _state_tensors(item)]
-    if is_dataclass(state):
-        return [t for f in fields(state) for t in _state_tensors(getattr(state, f.name))]
-    return []
-
-
 @torch.no_grad()
 def state_norm(model: nn.Module, idx: Tensor) -> float | None:
     """Frobenius norm of the recurrent state (BDH: rho of every layer) after reading idx [1, T].
@@ -74,7 +62,7 @@ def state_norm(model: nn.Module, idx: Tensor) -> float | None:
         _, state = model.prefill(idx, model.init_state(idx.shape[0]), all_logits=False)
     finally:
         model.train(was_training)
-    tensors = _state_tensors(state)
+    tensors = state_tensors(state)
     if not tensors:
         return None
     return float(torch.sqrt(sum((t.float() ** 2).sum() for t in tensors)).item())
