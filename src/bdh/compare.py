@@ -192,8 +192,7 @@ def _measure(run_dir: Path, s: CompareSettings) -> dict[str, Any]:
         state = model.init_state(1)
         idx = torch.randint(0, tokenizer.vocab_size, (1, length), generator=gen).to(s.device)
         _, state = model.prefill(idx, state, all_logits=False)
-        used = getattr(state, "used_nbytes", state.nbytes)
-        state_bytes[str(length)] = used()
+        state_bytes[str(length)] = state.used_nbytes()
     return {
         "parameters": sum(p.numel() for p in model.parameters()),
         "activation_sparsity": activation,

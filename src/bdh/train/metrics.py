@@ -11,13 +11,13 @@ import torch
 from torch import Tensor, nn
 
 from bdh.errors import ConfigError
-from bdh.registry import state_tensors
+from bdh.registry import family, state_tensors
 
 
 class ActivityProbe:
     """Fraction of exactly-zero entries in x_sparse and y_sparse, averaged over layers.
 
-    Hooks the identity modules `probe_x` / `probe_y` when a model has them; they only
+    Hooks the probe points "x" / "y" when the model's family declares them; they only
     measure while `active`, so ordinary steps pay nothing but a flag test.
     """
 
@@ -25,13 +25,13 @@ class ActivityProbe:
         self.active = False
         self._values: dict[str, list[Tensor]] = {"x": [], "y": []}
         self._handles = []
-        for attr, key in (("probe_x", "x"), ("probe_y", "y")):
-            module = getattr(model, attr, None)
-            if isinstance(module, nn.Module):
-                self._handles.append(module.register_forward_hook(self._hook(key)))
+        points = family(model).probe_points
+        for key in self._values:
+            if key in points:
+                self._handles += points[key].hook(model, self._hook(key))
 
     def _hook(self, key: str):
-        def hook(module: nn.Module, inputs: Any, output: Tensor) -> None:
+        def hook(module: nn.Module, output: Tensor) -> None:
             if self.active:
                 self._values[key].append((output.detach() == 0).float().mean())
 
