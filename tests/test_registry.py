@@ -34,6 +34,7 @@ def test_every_family_declares_the_interface(model) -> None:
         for probe in (site.pre, site.post):
             assert all(name in modules for name in probe.modules)
     assert set(model.prunable) <= set(params)
+    assert all(isinstance(v, float) for v in model.plasticity_metrics.values())
     assert set(model.sparsity_probes) <= set(model.probe_points)
     assert model.mlp_probe is None or model.mlp_probe in model.probe_points
     for probe in model.probe_points.values():

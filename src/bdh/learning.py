@@ -212,10 +212,8 @@ class LearningRule:
             self._prunable[name].mul_(mask.to(self._prunable[name].dtype))
         if self._prunable:
             metrics["weight_sparsity"] = weight_sparsity(self._prunable.values())
-        model_metrics = getattr(model, "last_metrics", {}) if report else {}
-        for key in ("rho_F", "rho_eff_rank", "gain"):
-            if key in model_metrics:
-                metrics[key] = model_metrics[key]
+        if report:  # the model's metrics may cost an SVD
+            metrics.update(family(model).plasticity_metrics)
         return metrics
 
     def _hebbian_update(self) -> float:

@@ -25,7 +25,7 @@ from bdh.errors import BDHError
 from bdh.generate import GenerateMixin
 from bdh.ops.attention import causal_linear_attention, linear_attention_step
 from bdh.ops.rope import apply_rope_phasors, rope_frequencies, rope_phasors
-from bdh.registry import PlasticSite, Probe, RecurrentState
+from bdh.registry import NO_METRICS, PlasticSite, Probe, RecurrentState
 
 # Prompts are prefilled this many tokens at a time, so memory does not grow with T.
 PREFILL_CHUNK = 1024
@@ -241,3 +241,4 @@ class BDH(GenerateMixin, nn.Module):
         PlasticSite("encoder_v", "heads", pre=Probe("probe_attn"), post=Probe("probe_y")),
     )
     prunable = ("encoder", "encoder_v", "decoder")
+    plasticity_metrics = NO_METRICS

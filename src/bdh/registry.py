@@ -14,6 +14,7 @@ from __future__ import annotations
 import importlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Any, ClassVar, Literal, Protocol
 
 from torch import Tensor, nn
@@ -26,6 +27,9 @@ MODEL_TYPES: dict[str, str | type] = {
     "neuro": "bdh.neuro:BDHNeuro",
     "gpt": "bdh.baselines.gpt:GPT",
 }
+
+
+NO_METRICS: Mapping[str, float] = MappingProxyType({})
 
 
 @dataclass(frozen=True)
@@ -86,6 +90,8 @@ class ModelFamily(Protocol):
     - mlp_probe: the probe point of its MLP-like hidden activity per layer (None: none).
     - plastic_sites: the weights of the Hebbian and homeostatic rules.
     - prunable: names of the synapse matrices pruning acts on.
+    - plasticity_metrics: metrics of the last training forward that the learning rule
+      reports with its own (neuro: rho_F, rho_eff_rank, gain); `NO_METRICS` for none.
     - context_field: the config field bounding its context (None: unbounded); read it
       through `max_context`.
     - bdh_analyses: whether the analyses of `bdh.analysis` apply (BDH-GPU's structure:
@@ -109,6 +115,9 @@ class ModelFamily(Protocol):
 
     @property
     def prunable(self) -> Sequence[str]: ...
+
+    @property
+    def plasticity_metrics(self) -> Mapping[str, float]: ...
 
     def init_state(
         self, batch_size: int, device: Any = None, dtype: Any = None

@@ -11,7 +11,7 @@ from bdh.errors import ConfigError
 from bdh.learning import LearningRule, make_learning_rule, prunable_parameters
 from bdh.model import BDH
 from bdh.neuro import BDHNeuro, BDHNeuroConfig
-from bdh.registry import PlasticSite, Probe
+from bdh.registry import NO_METRICS, PlasticSite, Probe
 
 V = 32
 
@@ -210,6 +210,7 @@ class ToyFamily(torch.nn.Module):
         PlasticSite("w.weight", "linear", pre=Probe("probe_pre"), post=Probe("probe_post")),
     )
     prunable = ("w.weight",)
+    plasticity_metrics = NO_METRICS
 
     def __init__(self, order: str):
         super().__init__()

@@ -18,7 +18,7 @@ from torch import Tensor, nn
 from bdh.config import ConfigDict
 from bdh.errors import BDHError, ConfigError
 from bdh.generate import GenerateMixin
-from bdh.registry import PlasticSite, Probe, RecurrentState
+from bdh.registry import NO_METRICS, PlasticSite, Probe, RecurrentState
 
 
 @dataclass
@@ -215,6 +215,7 @@ class GPT(GenerateMixin, nn.Module):
     bdh_analyses = False
     sparsity_probes = ("hidden",)
     mlp_probe = "hidden"
+    plasticity_metrics = NO_METRICS
 
     @property
     def probe_points(self) -> dict[str, Probe]:

@@ -336,3 +336,10 @@ class BDHNeuro(GenerateMixin, nn.Module):
         PlasticSite("Dy", "linear", pre=probe_points["a"], post=probe_points["y"]),
     )
     prunable = ("E", "Dx", "Dy")
+
+    @property
+    def plasticity_metrics(self) -> dict[str, float]:
+        """rho_F, rho_eff_rank and gain of `last_metrics`: what the learning rule reports."""
+        return {
+            k: v for k, v in self.last_metrics.items() if k in ("rho_F", "rho_eff_rank", "gain")
+        }
