@@ -16,11 +16,11 @@ import time
 
 import torch
 
-import bdh.neuro as neuro
+import bdh.neuro.model as neuro
 from bdh.data import load_corpus
-from bdh.models import model_presets
 from bdh.neuro import BDHNeuro, BDHNeuroConfig
 from bdh.ops.kwta import kernel_available, kwta_mask, kwta_mask_naive
+from bdh.registry import model_presets
 
 
 def main() -> None:

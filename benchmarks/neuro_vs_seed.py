@@ -27,8 +27,8 @@ import torch
 from torch import nn
 
 from bdh.data import load_corpus
-from bdh.models import model_presets
 from bdh.neuro import BDHNeuro, BDHNeuroConfig
+from bdh.registry import model_presets
 
 
 def load_seed_module(reference_dir: Path):

@@ -16,8 +16,8 @@ from torch.profiler import profile
 from bdh.config import preset
 from bdh.data import load_corpus
 from bdh.model import BDH
-from bdh.models import model_presets
 from bdh.neuro import BDHNeuro, BDHNeuroConfig
+from bdh.registry import model_presets
 
 
 def profile_decode(steps: int) -> profile:

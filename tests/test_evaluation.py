@@ -47,7 +47,7 @@ def test_score_limits_and_refusals() -> None:
 
 
 def test_a_model_with_a_context_window_refuses_longer_texts() -> None:
-    from bdh.models import build_model_from_preset
+    from bdh.registry import build_model_from_preset
 
     gpt = build_model_from_preset("gpt", "tiny", vocab_size=256)
     tokens = np.arange(600, dtype=np.uint16) % 256

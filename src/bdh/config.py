@@ -82,7 +82,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     "101m": dict(n_layer=8, n_embd=512, n_head=8, mlp_internal_dim_multiplier=128),
 }
 PRESETS["25m"] = PRESETS["official"]
-BDHConfig.PRESETS = PRESETS  # type: ignore[attr-defined]  # looked up by bdh.models.model_presets
+BDHConfig.PRESETS = PRESETS  # type: ignore[attr-defined]  # looked up by bdh.registry.model_presets
 
 
 def preset(name: str, **overrides: Any) -> BDHConfig:

@@ -19,6 +19,7 @@ from torch import Tensor, nn
 
 from bdh.data.corpus import TokenCorpus
 from bdh.errors import BDHError
+from bdh.registry import max_context
 from bdh.tokenizers import Tokenizer
 
 
@@ -119,7 +120,7 @@ def score_sequence(
     n_targets = total if max_tokens is None else min(total, max_tokens)
     if n_targets < 1:
         raise BDHError("scoring needs at least two tokens")
-    context = getattr(model.config, "block_size", None)  # a GPT's positions end there
+    context = max_context(model)
     if context is not None and n_targets > context:
         raise BDHError(
             f"this model sees at most {context} tokens, so it cannot score {n_targets} as one "

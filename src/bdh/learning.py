@@ -17,12 +17,12 @@ training step, after the optimizer step when there is one:
    |w| <= prune_threshold join a persistent mask; the mask is re-applied after every
    step, so pruned synapses stay zero whatever the optimizer or the Hebbian rule does.
 
-Plastic and prunable weights per model family are listed in `SITES` and `PRUNABLE`.
+Each model family declares its plastic sites (weight, layout, pre- and post-synaptic
+probes) and prunable matrices (`bdh.registry.ModelFamily`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,6 +30,7 @@ import torch
 from torch import Tensor, nn
 
 from bdh.errors import ConfigError
+from bdh.registry import PlasticSite, family
 
 LEARNING_MODES = ("backprop", "hebbian", "hybrid")
 HOMEOSTASIS_EMA = 0.9
@@ -52,13 +53,22 @@ class Site:
     post_zero: float = 0.0  # count of exactly-zero post entries
     post_total: float = 0.0
     samples: int = 0
-    pending: Tensor | None = field(default=None, repr=False)  # first half of a pre/post pair
+    # the latest "pre" and "post" activity of the current use, until both have fired
+    latest: dict[str, Tensor] = field(default_factory=dict, repr=False)
 
     def reset(self) -> None:
         self.cross = self.post_sq = self.post_abs = None
         self.post_zero = self.post_total = 0.0
         self.samples = 0
-        self.pending = None
+        self.latest.clear()
+
+    def pair(self, role: str, activity: Tensor) -> tuple[Tensor, Tensor] | None:
+        """Keep the latest activity of `role` ("pre" or "post"); once both are present,
+        hand them over as (pre, post), whichever fired first."""
+        self.latest[role] = activity
+        if len(self.latest) < 2:
+            return None
+        return self.latest.pop("pre"), self.latest.pop("post")
 
     def record(self, pre: Tensor, post: Tensor, with_cross: bool) -> None:
         """pre [..., m], post [..., k] (per_head: pre [B, H or 1, T, m], post [B, H, T, k])."""
@@ -95,85 +105,22 @@ def _add(total: Tensor | None, value: Tensor | None) -> Tensor | None:
     return value if total is None else total + value
 
 
-Record = Callable[[Site, Tensor, Tensor], None]
-Installer = Callable[[nn.Module, dict[str, Site], Record], list[Any]]
+def _install(model: nn.Module, spec: PlasticSite, site: Site, with_cross: bool) -> list[Any]:
+    """Hooks recording (pre, post) of `site` from its two probes in training forwards."""
 
+    def seen(role: str):
+        def hook(module: nn.Module, activity: Tensor) -> None:
+            if module.training and (pair := site.pair(role, activity)) is not None:
+                site.record(*pair, with_cross)
 
-def _pair(
-    first: nn.Module, second: nn.Module, site: Site, first_is_pre: bool, record: Record
-) -> list[Any]:
-    """Hooks recording (pre, post) when `first` then `second` fire in a training forward."""
+        return hook
 
-    def keep(module: nn.Module, inputs: tuple, output: Tensor) -> None:
-        if module.training:
-            site.pending = output
-
-    def emit(module: nn.Module, inputs: tuple, output: Tensor) -> None:
-        if module.training and site.pending is not None:
-            pre, post = (site.pending, output) if first_is_pre else (output, site.pending)
-            site.pending = None
-            record(site, pre, post)
-
-    return [first.register_forward_hook(keep), second.register_forward_hook(emit)]
-
-
-def _bdh_hooks(model: nn.Module, sites: dict[str, Site], record: Record) -> list[Any]:
-    enc = sites["encoder"]
-
-    def attn_pre(module: nn.Module, args: tuple) -> None:
-        # attn(x_sparse [B, H, T, N], x [B, 1, T, D], ...): the encoder maps x to x_sparse
-        if module.training:
-            record(enc, args[1], args[0])
-
-    return [
-        model.attn.register_forward_pre_hook(attn_pre),
-        # encoder_v maps LN(attention) [B, H, T, D] to y_sparse [B, H, T, N]
-        *_pair(model.probe_attn, model.probe_y, sites["encoder_v"], True, record),
-    ]
-
-
-def _neuro_hooks(model: nn.Module, sites: dict[str, Site], record: Record) -> list[Any]:
-    # BDHNeuro calls probe_x, probe_y, then probe_v_in, probe_drive, probe_a.
-    return [
-        *_pair(model.probe_v_in, model.probe_drive, sites["Dx"], True, record),
-        *_pair(model.probe_y, model.probe_a, sites["Dy"], False, record),
-    ]
-
-
-def _gpt_hooks(model: nn.Module, sites: dict[str, Site], record: Record) -> list[Any]:
-    handles = []
-    for i, block in enumerate(model.blocks):
-        site = sites[f"blocks.{i}.c_fc.weight"]
-        handles += _pair(block.probe_mlp_in, block.probe_mlp_hidden, site, True, record)
-    return handles
-
-
-def _sites(model: nn.Module) -> tuple[dict[str, tuple[nn.Parameter, bool]], Installer]:
-    kind = getattr(model, "model_type", None)
-    if kind == "bdh":
-        return {"encoder": (model.encoder, True), "encoder_v": (model.encoder_v, True)}, _bdh_hooks
-    if kind == "neuro":
-        return {"Dx": (model.Dx, False), "Dy": (model.Dy, False)}, _neuro_hooks
-    if kind == "gpt":
-        return {
-            f"blocks.{i}.c_fc.weight": (b.c_fc.weight, False) for i, b in enumerate(model.blocks)
-        }, _gpt_hooks
-    raise ConfigError(f"no learning rules for model type {kind!r}")
+    return [*spec.pre.hook(model, seen("pre")), *spec.post.hook(model, seen("post"))]
 
 
 def prunable_parameters(model: nn.Module) -> dict[str, nn.Parameter]:
     """The synapse matrices pruning acts on (embeddings, norms and readouts are kept)."""
-    kind = getattr(model, "model_type", None)
-    params = dict(model.named_parameters())
-    if kind == "bdh":
-        names = ["encoder", "encoder_v", "decoder"]
-    elif kind == "neuro":
-        names = ["E", "Dx", "Dy"]
-    elif kind == "gpt":
-        names = [n for n, p in params.items() if n.startswith("blocks.") and p.dim() == 2]
-    else:
-        raise ConfigError(f"no pruning rule for model type {kind!r}")
-    return {n: params[n] for n in names}
+    return {name: model.get_parameter(name) for name in family(model).prunable}
 
 
 class LearningRule:
@@ -217,16 +164,21 @@ class LearningRule:
     def attach(self, model: nn.Module) -> None:
         """Install the activity hooks (when a Hebbian or homeostatic rule needs them)."""
         self.detach()
-        specs, installer = _sites(model)
-        self.sites = {name: Site(name, p, per_head) for name, (p, per_head) in specs.items()}
+        specs = family(model).plastic_sites
+        self.sites = {
+            spec.param: Site(spec.param, model.get_parameter(spec.param), spec.layout == "heads")
+            for spec in specs
+        }
         self._prunable = prunable_parameters(model)
         if self.hebbian or self.homeostatic_scaling:
-            with_cross = self.hebbian
+            for spec in specs:
+                self._handles += _install(model, spec, self.sites[spec.param], self.hebbian)
+            # a forward starts every pairing afresh: halves of an earlier forward never pair
+            self._handles.append(model.register_forward_pre_hook(self._new_forward))
 
-            def record(site: Site, pre: Tensor, post: Tensor) -> None:
-                site.record(pre, post, with_cross)
-
-            self._handles = installer(model, self.sites, record)
+    def _new_forward(self, module: nn.Module, args: Any) -> None:
+        for site in self.sites.values():
+            site.latest.clear()
 
     def detach(self) -> None:
         for handle in self._handles:
@@ -260,10 +212,8 @@ class LearningRule:
             self._prunable[name].mul_(mask.to(self._prunable[name].dtype))
         if self._prunable:
             metrics["weight_sparsity"] = weight_sparsity(self._prunable.values())
-        model_metrics = getattr(model, "last_metrics", {}) if report else {}
-        for key in ("rho_F", "rho_eff_rank", "gain"):
-            if key in model_metrics:
-                metrics[key] = model_metrics[key]
+        if report:  # the model's metrics may cost an SVD
+            metrics.update(family(model).plasticity_metrics)
         return metrics
 
     def _hebbian_update(self) -> float:

@@ -26,6 +26,7 @@ from bdh.errors import BDHError
 from bdh.generate import GenerateMixin
 from bdh.ops.attention import causal_linear_attention, linear_attention_step
 from bdh.ops.rope import apply_rope_phasors, rope_frequencies, rope_phasors
+from bdh.registry import NO_METRICS, PlasticSite, Probe, RecurrentState
 
 # Prompts are prefilled this many tokens at a time, so memory does not grow with T.
 PREFILL_CHUNK = 1024
@@ -36,7 +37,7 @@ ROPE_CACHE_MAX_ELEMENTS = 1 << 21
 
 
 @dataclass
-class BDHState:
+class BDHState(RecurrentState):
     """Recurrent state of a batch: per layer and head, rho = sum_s rope(x_s)^T v_s.
 
     kv: [n_layer, B, H, N, D]; position: tokens consumed so far (the next RoPE position).
@@ -50,9 +51,6 @@ class BDHState:
     @property
     def batch_size(self) -> int:
         return self.kv.shape[1]
-
-    def nbytes(self) -> int:
-        return self.kv.numel() * self.kv.element_size()
 
 
 class RotaryLinearAttention(nn.Module):
@@ -233,3 +231,18 @@ class BDH(GenerateMixin, nn.Module):
             x = self.ln(x + self.ln(y_mlp))
         state.position += 1
         return x @ self.lm_head, state
+
+    # ---- what the family exposes (bdh.registry.ModelFamily) ---------------------------
+
+    context_field = None
+    bdh_analyses = True
+    probe_points = {name: Probe(f"probe_{name}") for name in ("x", "attn", "y", "xy")}
+    sparsity_probes = ("x", "y")
+    mlp_probe = "xy"
+    # encoder: the layer input x (attn's second argument) -> x_sparse; encoder_v: LN(attention) -> y_sparse
+    plastic_sites = (
+        PlasticSite("encoder", "heads", pre=Probe("attn", input=1), post=Probe("probe_x")),
+        PlasticSite("encoder_v", "heads", pre=Probe("probe_attn"), post=Probe("probe_y")),
+    )
+    prunable = ("encoder", "encoder_v", "decoder")
+    plasticity_metrics = NO_METRICS

@@ -8,7 +8,7 @@ import torch
 from bdh.baselines.gpt import GPT, GPTConfig
 from bdh.config import preset
 from bdh.errors import BDHError, ConfigError
-from bdh.models import build_model_from_preset, model_presets
+from bdh.registry import build_model_from_preset, model_presets
 
 SMALL = GPTConfig(n_layer=2, n_embd=32, n_head=4, block_size=24, vocab_size=50)
 

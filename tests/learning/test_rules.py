@@ -11,6 +11,7 @@ from bdh.errors import ConfigError
 from bdh.learning import LearningRule, make_learning_rule, prunable_parameters
 from bdh.model import BDH
 from bdh.neuro import BDHNeuro, BDHNeuroConfig
+from bdh.registry import NO_METRICS, PlasticSite, Probe
 
 V = 32
 
@@ -193,3 +194,60 @@ def test_homeostasis_weakens_overactive_units():
     assert ratio[0] < 1.0 and metrics["homeostatic_spread"] > 1.0
     assert ratio[0] == ratio.min()
     assert "activity.blocks.0.c_fc.weight" in rule.state_dict()
+
+
+class ToyFamily(torch.nn.Module):
+    """One plastic linear map whose pre and post probes fire in a chosen order."""
+
+    model_type = "toy"
+    config_class = dict
+    context_field = None
+    bdh_analyses = False
+    mlp_probe = None
+    sparsity_probes = ("post",)
+    probe_points = {"pre": Probe("probe_pre"), "post": Probe("probe_post")}
+    plastic_sites = (
+        PlasticSite("w.weight", "linear", pre=Probe("probe_pre"), post=Probe("probe_post")),
+    )
+    prunable = ("w.weight",)
+    plasticity_metrics = NO_METRICS
+
+    def __init__(self, order: str):
+        super().__init__()
+        torch.manual_seed(0)
+        self.w = torch.nn.Linear(5, 3, bias=False)
+        self.probe_pre, self.probe_post = torch.nn.Identity(), torch.nn.Identity()
+        self.order = order
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        post = torch.relu(self.w(x))
+        fire = {"pre": lambda: self.probe_pre(x), "post": lambda: self.probe_post(post)}
+        for role in self.order.split(","):
+            fire[role]()
+        return post
+
+    def init_state(self, batch_size, device=None, dtype=None):
+        raise NotImplementedError("the toy family has no recurrent form")
+
+    prefill = step = init_state
+
+
+def test_hebbian_pairs_do_not_depend_on_the_probes_order():
+    x = torch.randn(4, 7, 5, generator=torch.Generator().manual_seed(2))
+    W0 = ToyFamily("pre,post").w.weight.detach().clone()
+    post = torch.relu(x @ W0.t()).reshape(-1, 3)
+    pre = x.reshape(-1, 5)
+    expected = W0 + 0.1 * (post.t() @ pre - post.pow(2).sum(0).unsqueeze(1) * W0) / pre.shape[0]
+    for order in ("pre,post", "post,pre"):
+        model = ToyFamily(order).train()
+        rule = make_learning_rule("hebbian", hebbian_lr=0.1)
+        rule.attach(model)
+        # an unfinished use (only one half fired) never pairs with the next forward's
+        model.order = "post" if order == "pre,post" else "pre"
+        with torch.no_grad():
+            model(x.flip(0) + 1.0)  # other activity: a stale half would change the update
+            model.order = order
+            model(x)
+        assert rule.sites["w.weight"].samples == pre.shape[0], order
+        rule.after_step(model, 1)
+        torch.testing.assert_close(model.w.weight.detach(), expected, atol=1e-6, rtol=1e-5)

@@ -207,7 +207,7 @@ def test_local_rule_without_backprop_and_its_state_resumes(make_cfg, monkeypatch
     final = weights(run)
     fresh = load_checkpoint(run)[0]
     # Only the rule changed weights: everything but the decoder is still at initialisation.
-    from bdh.models import build_model_from_preset
+    from bdh.registry import build_model_from_preset
 
     torch.manual_seed(cfg.seed)
     init = build_model_from_preset("bdh", "tiny", **cfg.model_overrides).state_dict()
@@ -222,7 +222,7 @@ def test_local_rule_without_backprop_and_its_state_resumes(make_cfg, monkeypatch
 
 
 def test_no_weight_decay_on_embeddings():
-    from bdh.models import build_model_from_preset
+    from bdh.registry import build_model_from_preset
 
     model = build_model_from_preset("bdh", "tiny")
     decay, no_decay = param_groups(model, 0.1)
@@ -234,7 +234,7 @@ def test_no_weight_decay_on_embeddings():
 
 @pytest.mark.parametrize("family", ["gpt", "neuro"])
 def test_other_model_families_train_through_the_registry(make_cfg, family):
-    from bdh.models import model_class
+    from bdh.registry import model_class
 
     try:
         model_class(family)

@@ -26,8 +26,8 @@ from bdh.analysis.state import (
     effective_rank,
     numerical_rank,
     state_trajectory,
-    tensor_nbytes,
 )
+from bdh.registry import tensor_nbytes
 
 __all__ = [
     "DEFAULT_CONCEPT_GROUPS",

@@ -1,9 +1,8 @@
-"""Activation capture through forward hooks.
+"""Activation capture through forward hooks on the probe points a model family declares.
 
-BDH exposes identity probe modules (`probe_x`, `probe_attn`, `probe_y`, `probe_xy`).
-The layers share one set of weights, so each probe fires once per layer per forward
-pass: the k-th call of a forward is layer k. The Transformer baseline is read through
-its per-block `probe_mlp_hidden` modules.
+BDH's layers share one set of weights, so each of its probes (x, attn, y, xy) fires once
+per layer per forward pass: the k-th call of a forward is layer k. Other families are read
+through the probe point they declare as their MLP hidden activity.
 """
 
 from __future__ import annotations
@@ -16,14 +15,20 @@ import torch
 from torch import Tensor, nn
 
 from bdh.errors import BDHError
+from bdh.registry import Probe, family, family_name
 
-# Signal name -> probe module attribute on BDH.
-BDH_PROBES: dict[str, str] = {
-    "x": "probe_x",  # x_sparse = relu(x @ encoder)            [B, H, T, N]
-    "attn": "probe_attn",  # LN(linear attention output)      [B, H, T, D]
-    "y": "probe_y",  # y_sparse = relu(attn @ encoder_v)       [B, H, T, N]
-    "xy": "probe_xy",  # x_sparse * y_sparse, before dropout   [B, H, T, N]
-}
+# The signals of BDH-GPU's layers (its probe points):
+#   x     x_sparse = relu(x @ encoder)            [B, H, T, N]
+#   attn  LN(linear attention output)             [B, H, T, D]
+#   y     y_sparse = relu(attn @ encoder_v)       [B, H, T, N]
+#   xy    x_sparse * y_sparse, before dropout     [B, H, T, N]
+BDH_SIGNALS = ("x", "attn", "y", "xy")
+
+
+def require_bdh_analyses(model: nn.Module, what: str) -> None:
+    """A BDHError unless `model`'s family declares that the BDH analyses apply."""
+    if not family(model).bdh_analyses:
+        raise BDHError(f"{what} must be a BDH checkpoint, got model type {family_name(model)!r}")
 
 
 @dataclass
@@ -46,15 +51,17 @@ class Activations:
 
 
 @contextmanager
-def _hooks(modules: dict[str, nn.Module], store: dict[str, list[Tensor]]) -> Iterator[None]:
+def _hooks(
+    probes: dict[str, Probe], model: nn.Module, store: dict[str, list[Tensor]]
+) -> Iterator[None]:
     handles = []
-    for name, module in modules.items():
-        store[name] = []
+    for name, probe in probes.items():
+        calls = store[name] = []
 
-        def hook(_mod: nn.Module, _inp: object, out: Tensor, name: str = name) -> None:
-            store[name].append(out.detach().float().cpu())
+        def hook(_mod: nn.Module, out: Tensor, calls: list[Tensor] = calls) -> None:
+            calls.append(out.detach().float().cpu())
 
-        handles.append(module.register_forward_hook(hook))
+        handles += probe.hook(model, hook)
     try:
         yield
     finally:
@@ -64,19 +71,16 @@ def _hooks(modules: dict[str, nn.Module], store: dict[str, list[Tensor]]) -> Ite
 
 @torch.no_grad()
 def capture_activations(
-    model: nn.Module, idx: Tensor, signals: tuple[str, ...] = ("x", "attn", "y", "xy")
+    model: nn.Module, idx: Tensor, signals: tuple[str, ...] = BDH_SIGNALS
 ) -> Activations:
     """Run BDH on idx [B, T] (parallel form) and return each probe's output per layer."""
-    unknown = [s for s in signals if s not in BDH_PROBES]
+    unknown = [s for s in signals if s not in BDH_SIGNALS]
     if unknown:
-        raise BDHError(f"unknown signal(s) {unknown}; choose from {list(BDH_PROBES)}")
-    if not all(hasattr(model, BDH_PROBES[s]) for s in signals):
-        raise BDHError(
-            f"model type {getattr(model, 'model_type', '?')!r} has no BDH activity probes"
-        )
+        raise BDHError(f"unknown signal(s) {unknown}; choose from {list(BDH_SIGNALS)}")
+    require_bdh_analyses(model, "the probed model")
     store: dict[str, list[Tensor]] = {}
     n_layer = model.config.n_layer
-    with _hooks({s: getattr(model, BDH_PROBES[s]) for s in signals}, store):
+    with _hooks({s: model.probe_points[s] for s in signals}, model, store):
         model(idx)
     out = {}
     for name, calls in store.items():
@@ -86,36 +90,23 @@ def capture_activations(
     return Activations(signals=out, tokens=idx.detach().cpu())
 
 
-def _activation_modules(model: nn.Module) -> list[nn.Module]:
-    """MLP hidden probes (`probe_mlp_hidden`, one per block) or else activation modules."""
-    probes = [m for name, m in model.named_modules() if name.endswith("probe_mlp_hidden")]
-    if probes:
-        return probes
-    kinds = (nn.GELU, nn.ReLU, nn.SiLU)
-    return [m for m in model.modules() if isinstance(m, kinds)]
-
-
 @torch.no_grad()
 def capture_mlp_activations(model: nn.Module, idx: Tensor) -> Tensor:
     """Hidden MLP activity per layer, [L, B, 1, T, width], for any model family.
 
-    BDH: x_sparse * y_sparse (its MLP-like sparse product, heads laid side by side).
-    Others: their `probe_mlp_hidden` modules (the GPT baseline: GELU output [B, T, 4d]),
-    or else their activation-function modules (GELU/ReLU/SiLU), in call order.
+    The family's declared `mlp_probe`, one call per layer. BDH: x_sparse * y_sparse (its
+    MLP-like sparse product, heads laid side by side); the GPT baseline: GELU output
+    [B, T, 4d].
     """
-    if hasattr(model, "probe_xy"):
-        xy = capture_activations(model, idx, ("xy",))["xy"]  # L, B, H, T, N
-        L, B, H, T, N = xy.shape
-        return xy.permute(0, 1, 3, 2, 4).reshape(L, B, 1, T, H * N)
-    modules = _activation_modules(model)
-    if not modules:
-        raise BDHError(
-            f"model type {getattr(model, 'model_type', '?')!r} has no activation modules to hook"
-        )
+    name = family(model).mlp_probe
+    if name is None:
+        raise BDHError(f"model type {family_name(model)!r} declares no MLP activity probe")
     store: dict[str, list[Tensor]] = {}
-    with _hooks({str(i): m for i, m in enumerate(modules)}, store):
+    with _hooks({name: model.probe_points[name]}, model, store):
         model(idx)
-    calls = [t for i in range(len(modules)) for t in store[str(i)]]
+    calls = store[name]
     if not calls:
-        raise BDHError("no activation module fired during the forward pass")
-    return torch.stack([c.reshape(c.shape[0], 1, c.shape[1], -1) for c in calls])
+        raise BDHError("no MLP activity probe fired during the forward pass")
+    # [B, H, T, N] (heads side by side: [B, T, H * N]) or [B, T, width], to [B, 1, T, width]
+    rows = [c.transpose(1, 2) if c.dim() == 4 else c for c in calls]
+    return torch.stack([r.reshape(r.shape[0], 1, r.shape[1], -1) for r in rows])

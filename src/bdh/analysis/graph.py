@@ -24,17 +24,15 @@ import numpy as np
 import torch
 from torch import nn
 
+from bdh.analysis.capture import require_bdh_analyses
 from bdh.errors import BDHError
 
 
 @torch.no_grad()
 def neuron_graph(model: nn.Module, head: int) -> np.ndarray:
     """G_h = decoder[h] @ encoder[h]: [N, N] for head `head` of a BDH model."""
+    require_bdh_analyses(model, "the neuron graph's model")
     c = model.config
-    if not hasattr(model, "decoder") or not hasattr(model, "encoder"):
-        raise BDHError(
-            f"model type {getattr(model, 'model_type', '?')!r} has no BDH encoder/decoder"
-        )
     if not 0 <= head < c.n_head:
         raise BDHError(f"head {head} out of range for {c.n_head} heads")
     N, D = c.neurons_per_head, c.n_embd

@@ -14,35 +14,14 @@ from typing import Any
 import torch
 from torch import nn
 
-from bdh.analysis.state import tensor_nbytes
 from bdh.errors import BDHError
-
-
-def max_context(model: nn.Module) -> int | None:
-    """Longest context a model accepts (None: unbounded, as for BDH)."""
-    value = getattr(model.config, "block_size", None)
-    return value if isinstance(value, int) else None
-
-
-def state_bytes(state: Any) -> dict[str, int]:
-    """{"allocated": bytes of all state tensors, "used": bytes holding the tokens read}.
-
-    A KV cache (attributes k, v [L, B, H, positions, hd] and `position`) uses its first
-    `position` positions; any other state (BDH's rho) uses all of itself.
-    """
-    allocated = tensor_nbytes(state)
-    if all(hasattr(state, a) for a in ("k", "v", "position")):
-        used = sum(
-            t[..., : state.position, :].numel() * t.element_size() for t in (state.k, state.v)
-        )
-        return {"allocated": allocated, "used": used}
-    return {"allocated": allocated, "used": allocated}
+from bdh.registry import family, max_context
 
 
 def _with_context(model: nn.Module, length: int) -> nn.Module:
     """The same architecture with room for `length` positions (weights fresh: the state's
     size does not depend on their values)."""
-    config = dataclasses.replace(model.config, block_size=length)
+    config = dataclasses.replace(model.config, **{family(model).context_field: length})
     return type(model)(config).to(next(model.parameters()).device).eval()
 
 
@@ -70,11 +49,10 @@ def measure_state_memory(
             runner, extended = _with_context(model, T), True
         ids = torch.randint(model.config.vocab_size, (1, T), generator=generator).to(device)
         _, state = runner.prefill(ids, runner.init_state(1), all_logits=False)
-        size = state_bytes(state)
         rows.append({
             "tokens": T,
-            "allocated_bytes": size["allocated"],
-            "used_bytes": size["used"],
+            "allocated_bytes": state.nbytes(),
+            "used_bytes": state.used_nbytes(),
             "extended_context": extended,
         })  # fmt: skip
     return rows

@@ -10,23 +10,21 @@ import numpy as np
 import torch
 from torch import nn
 
-from bdh.analysis.capture import capture_activations, capture_mlp_activations
+from bdh.analysis.capture import (
+    capture_activations,
+    capture_mlp_activations,
+    require_bdh_analyses,
+)
 from bdh.analysis.graph import GraphStats, model_graph_stats
 from bdh.analysis.memory import measure_state_memory
 from bdh.analysis.monosemantic import MonosemanticResult, monosemanticity
 from bdh.analysis.sparsity import SparsityStats, sparsity_stats
 from bdh.analysis.state import StateTrajectory, state_trajectory
 from bdh.errors import BDHError
+from bdh.registry import family_name
 from bdh.tokenizers import Tokenizer
 
 DEFAULT_LENGTHS = [64, 256, 1024, 4096]
-
-
-def require_bdh(model: nn.Module, what: str) -> None:
-    if getattr(model, "model_type", None) != "bdh":
-        raise BDHError(
-            f"{what} must be a BDH checkpoint, got model type {getattr(model, 'model_type', '?')!r}"
-        )
 
 
 def encode_prompt(tokenizer: Tokenizer, text: str, model: nn.Module) -> torch.Tensor:
@@ -48,7 +46,7 @@ def analyze_model(
     synapses: bool = False,
 ) -> dict[str, Any]:
     """All analyses as plain Python objects (plus the raw results under "_raw")."""
-    require_bdh(model, "the analysed model")
+    require_bdh_analyses(model, "the analysed model")
     idx = encode_prompt(tokenizer, text, model)
     acts = capture_activations(model, idx)
     sparsity = {name: sparsity_stats(acts[name]) for name in ("x", "y", "xy")}
@@ -75,7 +73,7 @@ def analyze_model(
         base_sparsity = sparsity_stats(capture_mlp_activations(baseline, base_idx))
         bdh_mlp = sparsity_stats(capture_mlp_activations(model, idx))
         result["baseline"] = {
-            "model_type": getattr(baseline, "model_type", "?"),
+            "model_type": family_name(baseline),
             "mlp_sparsity": base_sparsity.to_dict(),
         }
         result["sparsity"]["mlp"] = bdh_mlp.to_dict()

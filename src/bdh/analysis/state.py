@@ -13,6 +13,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from bdh.analysis.capture import require_bdh_analyses
 from bdh.errors import BDHError
 
 
@@ -37,19 +38,6 @@ def numerical_rank(matrices: Tensor, rtol: float = 1e-4) -> Tensor:
     s = torch.linalg.svdvals(matrices.float())
     top = s[..., :1]
     return ((s > rtol * top) & (top > 0)).sum(dim=-1)
-
-
-def tensor_nbytes(obj: Any) -> int:
-    """Bytes of every tensor reachable from obj (a state dataclass, tuple, list, dict)."""
-    if isinstance(obj, Tensor):
-        return obj.numel() * obj.element_size()
-    if isinstance(obj, dict):
-        return sum(tensor_nbytes(v) for v in obj.values())
-    if isinstance(obj, (list, tuple)):
-        return sum(tensor_nbytes(v) for v in obj)
-    if hasattr(obj, "__dict__"):
-        return sum(tensor_nbytes(v) for v in vars(obj).values())
-    return 0
 
 
 @dataclass
@@ -88,6 +76,7 @@ def state_trajectory(
     """Feed ids one token at a time through `model.step` and record rho after each."""
     if not ids:
         raise BDHError("the prompt is empty: give at least one token")
+    require_bdh_analyses(model, "the state trajectory's model")
     c = model.config
     if not (0 <= layer < c.n_layer and 0 <= head < c.n_head):
         raise BDHError(
@@ -109,5 +98,5 @@ def state_trajectory(
         snapshots=torch.stack(snaps).numpy(),
         layer=layer,
         head=head,
-        nbytes=tensor_nbytes(state),
+        nbytes=state.nbytes(),
     )

@@ -10,6 +10,7 @@ import torch
 
 from bdh.app import ENV_BASELINE, ENV_BDH, TAB_NAMES, ensure_default_pair
 from bdh.app import views as v
+from bdh.registry import family, family_name
 
 DEFAULT_PROMPT = (
     "First Citizen:\nBefore we proceed any further, hear me speak.\n\nAll:\nSpeak, speak."
@@ -54,9 +55,9 @@ def main() -> None:
         bdh, baseline = default_pair()
     model, tokenizer = v.load(bdh)
     v.load(baseline)
-    if getattr(model, "model_type", None) != "bdh":
+    if not family(model).bdh_analyses:
         st.error(
-            f"{bdh} holds a {model.model_type!r} model; the visualizer needs a BDH checkpoint."
+            f"{bdh} holds a {family_name(model)!r} model; the visualizer needs a BDH checkpoint."
         )
         st.stop()
     c = model.config

@@ -1,1 +1,1 @@
-"""Baseline model families compared against BDH (registered in `bdh.models`)."""
+"""Baseline model families compared against BDH (registered in `bdh.registry`)."""

@@ -18,6 +18,7 @@ from torch import Tensor, nn
 from bdh.config import ConfigDict
 from bdh.errors import BDHError, ConfigError
 from bdh.generate import GenerateMixin
+from bdh.registry import NO_METRICS, PlasticSite, Probe, RecurrentState
 
 
 @dataclass
@@ -42,14 +43,14 @@ class GPTConfig(ConfigDict):
 
 # Matched by parameter count (byte vocabulary, tied head, no biases) to BDH presets:
 # tiny 229,952 vs BDH tiny 229,376; small 1,640,576 vs BDH small 1,638,400.
-GPTConfig.PRESETS = {  # type: ignore[attr-defined]  # looked up by bdh.models.model_presets
+GPTConfig.PRESETS = {  # type: ignore[attr-defined]  # looked up by bdh.registry.model_presets
     "tiny": dict(n_layer=4, n_embd=64, n_head=4, block_size=256),
     "small": dict(n_layer=8, n_embd=128, n_head=4, block_size=256, dropout=0.1),
 }
 
 
 @dataclass
-class GPTState:
+class GPTState(RecurrentState):
     """Key/value cache of a batch: k, v [n_layer, B, H, block_size, head_dim].
 
     Positions [0, position) hold the tokens consumed so far.
@@ -63,13 +64,10 @@ class GPTState:
     def batch_size(self) -> int:
         return self.k.shape[1]
 
-    def nbytes(self) -> int:
-        """Bytes allocated (the whole block_size)."""
-        return 2 * self.k.numel() * self.k.element_size()
-
-    def used_nbytes(self) -> int:
-        """Bytes holding the `position` tokens consumed so far (what a growing cache needs)."""
-        return self.nbytes() * self.position // self.k.shape[3]
+    @property
+    def capacity(self) -> int:
+        """block_size: the cache is allocated whole."""
+        return self.k.shape[3]
 
 
 class Block(nn.Module):
@@ -211,3 +209,34 @@ class GPT(GenerateMixin, nn.Module):
         """Consume one token per sequence, tokens [B] -> logits [B, vocab]."""
         hidden = self._run(tokens.view(-1, 1), state)
         return self.logits(hidden[:, 0]), state
+
+    # ---- what the family exposes (bdh.registry.ModelFamily) ---------------------------
+
+    context_field = "block_size"  # learned positions end there
+    bdh_analyses = False
+    sparsity_probes = ("hidden",)
+    mlp_probe = "hidden"
+    plasticity_metrics = NO_METRICS
+
+    @property
+    def probe_points(self) -> dict[str, Probe]:
+        """The MLP's input [B, T, d] and hidden activity [B, T, 4d], once per block."""
+        blocks = range(len(self.blocks))
+        return {
+            "mlp_in": Probe([f"blocks.{i}.probe_mlp_in" for i in blocks]),
+            "hidden": Probe([f"blocks.{i}.probe_mlp_hidden" for i in blocks]),
+        }
+
+    @property
+    def plastic_sites(self) -> list[PlasticSite]:
+        """c_fc of every block: the MLP's input -> its GELU hidden activity."""
+        return [
+            PlasticSite(f"blocks.{i}.c_fc.weight", "linear",
+                        Probe(f"blocks.{i}.probe_mlp_in"), Probe(f"blocks.{i}.probe_mlp_hidden"))
+            for i in range(len(self.blocks))
+        ]  # fmt: skip
+
+    @property
+    def prunable(self) -> list[str]:
+        """The blocks' weight matrices."""
+        return [n for n, p in self.named_parameters() if n.startswith("blocks.") and p.dim() == 2]

@@ -18,7 +18,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from bdh.errors import CheckpointError, TokenizerError
-from bdh.models import build_model
+from bdh.registry import build_model
 from bdh.tokenizers import Tokenizer, tokenizer_from_dict
 
 WEIGHTS_FILE = "model.safetensors"

@@ -151,6 +151,7 @@ def _measure(run_dir: Path, s: CompareSettings) -> dict[str, Any]:
     from bdh.checkpoint import load_checkpoint
     from bdh.data import load_corpus
     from bdh.learning import prunable_parameters, weight_sparsity
+    from bdh.registry import max_context
 
     model, tokenizer = load_checkpoint(run_dir, s.device)
     corpus, _ = load_corpus(s.data, tokenizer, 0.1)
@@ -159,17 +160,15 @@ def _measure(run_dir: Path, s: CompareSettings) -> dict[str, Any]:
     zeros: dict[str, list[float]] = {}
 
     def hook(key: str):
-        def fn(module: torch.nn.Module, inputs: Any, output: torch.Tensor) -> None:
+        def fn(module: torch.nn.Module, output: torch.Tensor) -> None:
             zeros.setdefault(key, []).append(float((output == 0).float().mean()))
 
         return fn
 
-    # Neuron activity: x and y of BDH/neuro; the MLP hidden layer of GPT.
-    if model.model_type == "gpt":
-        probes = [("hidden", b.probe_mlp_hidden) for b in model.blocks]
-    else:
-        probes = [("x", model.probe_x), ("y", model.probe_y)]
-    handles = [module.register_forward_hook(hook(key)) for key, module in probes]
+    # Neuron activity: the probe points the family declares (BDH/neuro: x, y; GPT: MLP hidden).
+    handles = [
+        h for key in model.sparsity_probes for h in model.probe_points[key].hook(model, hook(key))
+    ]
     with torch.no_grad():
         model(x)
     for h in handles:
@@ -177,15 +176,14 @@ def _measure(run_dir: Path, s: CompareSettings) -> dict[str, Any]:
     activation = {k: sum(v) / len(v) for k, v in zeros.items()}
     state_bytes = {}
     for length in s.contexts:
-        limit = getattr(model.config, "block_size", None)
+        limit = max_context(model)
         if limit is not None and length > limit:
             state_bytes[str(length)] = None  # beyond the model's positions
             continue
         state = model.init_state(1)
         idx = torch.randint(0, tokenizer.vocab_size, (1, length), generator=gen).to(s.device)
         _, state = model.prefill(idx, state, all_logits=False)
-        used = getattr(state, "used_nbytes", state.nbytes)
-        state_bytes[str(length)] = used()
+        state_bytes[str(length)] = state.used_nbytes()
     return {
         "parameters": sum(p.numel() for p in model.parameters()),
         "activation_sparsity": activation,

@@ -120,7 +120,7 @@ class _StopSignals:
 
 
 def _model_overrides(cfg: TrainConfig, vocab_size: int) -> dict[str, Any]:
-    from bdh.models import model_class
+    from bdh.registry import model_class
 
     overrides = dict(cfg.model_overrides)
     config_fields = {f.name for f in dataclasses.fields(model_class(cfg.model).config_class)}
@@ -218,7 +218,7 @@ class _Trainer:
         force: bool,
     ):
         from bdh.data import load_corpus
-        from bdh.models import build_model_from_preset
+        from bdh.registry import build_model_from_preset
 
         self.cfg, self.info, self.device, self.on_metrics = cfg, info, device, on_metrics
         self.run_dir = Path(cfg.out_dir)

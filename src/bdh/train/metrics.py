@@ -4,7 +4,6 @@ norm, and the metrics.jsonl (+ optional TensorBoard) writer."""
 from __future__ import annotations
 
 import json
-from dataclasses import fields, is_dataclass
 from pathlib import Path
 from typing import Any
 
@@ -12,12 +11,13 @@ import torch
 from torch import Tensor, nn
 
 from bdh.errors import ConfigError, DataError
+from bdh.registry import family, state_tensors
 
 
 class ActivityProbe:
     """Fraction of exactly-zero entries in x_sparse and y_sparse, averaged over layers.
 
-    Hooks the identity modules `probe_x` / `probe_y` when a model has them; they only
+    Hooks the probe points "x" / "y" when the model's family declares them; they only
     measure while `active`, so ordinary steps pay nothing but a flag test.
     """
 
@@ -25,13 +25,13 @@ class ActivityProbe:
         self.active = False
         self._values: dict[str, list[Tensor]] = {"x": [], "y": []}
         self._handles = []
-        for attr, key in (("probe_x", "x"), ("probe_y", "y")):
-            module = getattr(model, attr, None)
-            if isinstance(module, nn.Module):
-                self._handles.append(module.register_forward_hook(self._hook(key)))
+        points = family(model).probe_points
+        for key in self._values:
+            if key in points:
+                self._handles += points[key].hook(model, self._hook(key))
 
     def _hook(self, key: str):
-        def hook(module: nn.Module, inputs: Any, output: Tensor) -> None:
+        def hook(module: nn.Module, output: Tensor) -> None:
             if self.active:
                 self._values[key].append((output.detach() == 0).float().mean())
 
@@ -48,18 +48,6 @@ class ActivityProbe:
             handle.remove()
 
 
-def _state_tensors(state: Any) -> list[Tensor]:
-    if isinstance(state, Tensor):
-        return [state]
-    if isinstance(state, (list, tuple)):
-        return [t for item in state for t in _state_tensors(item)]
-    if isinstance(state, dict):
-        return [t for item in state.values() for t in _state_tensors(item)]
-    if is_dataclass(state):
-        return [t for f in fields(state) for t in _state_tensors(getattr(state, f.name))]
-    return []
-
-
 @torch.no_grad()
 def state_norm(model: nn.Module, idx: Tensor) -> float | None:
     """Frobenius norm of the recurrent state (BDH: rho of every layer) after reading idx [1, T].
@@ -74,7 +62,7 @@ def state_norm(model: nn.Module, idx: Tensor) -> float | None:
         _, state = model.prefill(idx, model.init_state(idx.shape[0]), all_logits=False)
     finally:
         model.train(was_training)
-    tensors = _state_tensors(state)
+    tensors = state_tensors(state)
     if not tensors:
         return None
     return float(torch.sqrt(sum((t.float() ** 2).sum() for t in tensors)).item())

@@ -9,9 +9,7 @@ Per token, for every sequence of the batch (n neurons, d latent dims, v = embedd
     rho_t = U * (rho_{t-1} + gain * v_t x_t^T)       # Hebbian rank-1 write
 
 Every extension of the seed references (`BDHNeuroRefTorch`, `BDHGPURefStabilized`) is a
-config field, off by default; `BDHNeuroConfig.reference_neuro()` and
-`.reference_stabilized()` give the settings that reproduce those references exactly.
-LN is the references' row normalisation (unbiased std, eps added to the std).
+field of `BDHNeuroConfig` (config.py), off by default. LN is the references' row normalisation (unbiased std, eps added to the std).
 """
 
 from __future__ import annotations
@@ -24,129 +22,15 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from bdh.config import ConfigDict
-from bdh.errors import BDHError, ConfigError
+from bdh.errors import BDHError
 from bdh.generate import GenerateMixin
+from bdh.neuro.config import BDHNeuroConfig
 from bdh.ops.kwta import kernel_available, kwta_mask
+from bdh.ops.rho import rho_read, rho_write
+from bdh.registry import PlasticSite, Probe, RecurrentState
 
 LN_EPS = 1e-6
 L1_EPS = 1e-6
-
-
-@dataclass
-class BDHNeuroConfig(ConfigDict):
-    n: int = 256
-    d: int = 32
-    vocab_size: int = 256
-    u_decay: float = 0.97
-    ln_before_Dy: bool = True
-    use_relu_lowrank: bool = True
-    # multi-timescale rho decay: U = sum_k w_k u_k / sum_k w_k replaces u_decay
-    U_kernels: list[float] | None = None
-    U_weights: list[float] | None = None
-    # rho columns of inactive neurons (x_j <= 0) shrink by (1 - eta)
-    local_forget_eta: float = 0.0
-    # y is scaled down so that sum(y) <= tau
-    homeostasis_tau: float | None = None
-    # keep the k largest y_core entries (lateral inhibition)
-    k_wta: int | None = None
-    # dendritic branch nonlinearity on Dy's output (softplus or relu), when branches > 0
-    branches: int = 0
-    branch_nl: str = "softplus"
-    # surprisal gain on the rho write: min(g, g * H(softmax v*) / log d); 0 = gain 1
-    mod_gamma_max: float = 0.0
-    # Bernoulli(spike_rate) spikes added to y_core before inhibition
-    spike_rate: float = 0.0
-    # leaky x: x_t = x_decay * x_{t-1} + drive (None = plain accumulation)
-    x_decay: float | None = None
-    # x_t /= (|x_t|_1 + 1e-6)
-    x_l1_norm: bool = False
-    # keep the int(n * (x_kwta_base + x_kwta_gain * gain)) largest x entries, after v*
-    x_kwta_adaptive: bool = False
-    x_kwta_base: float = 0.05
-    x_kwta_gain: float = 0.25
-    # stabilized reference: zero x entries <= threshold_ratio * max(x)
-    threshold_ratio: float | None = None
-    # truncated BPTT: the state is detached every `bptt` tokens (0 = never)
-    bptt: int = 64
-
-    def __post_init__(self) -> None:
-        self.require_positive_ints("n", "d", "vocab_size")
-        if self.d < 2:
-            raise ConfigError("d must be >= 2 (LayerNorm over d needs two values)")
-        if self.U_kernels is not None:
-            if not self.U_kernels:
-                raise ConfigError("U_kernels must not be empty")
-            weights = self.U_weights if self.U_weights is not None else [1.0] * len(self.U_kernels)
-            if len(weights) != len(self.U_kernels) or sum(weights) <= 0:
-                raise ConfigError(
-                    "U_weights must match U_kernels in length and have a positive sum"
-                )
-        elif self.U_weights is not None:
-            raise ConfigError("U_weights needs U_kernels")
-        if self.branch_nl not in ("softplus", "relu"):
-            raise ConfigError(f"branch_nl must be 'softplus' or 'relu', got {self.branch_nl!r}")
-        if not 0.0 <= self.spike_rate <= 1.0:
-            raise ConfigError(f"spike_rate must be in [0, 1], got {self.spike_rate!r}")
-        if not 0.0 <= self.local_forget_eta <= 1.0:
-            raise ConfigError(f"local_forget_eta must be in [0, 1], got {self.local_forget_eta!r}")
-        if self.k_wta is not None and self.k_wta < 1:
-            raise ConfigError(f"k_wta must be >= 1, got {self.k_wta!r}")
-        if self.bptt < 0:
-            raise ConfigError(f"bptt must be >= 0, got {self.bptt!r}")
-
-    @property
-    def rho_decay(self) -> float:
-        """The scalar U applied to rho each token.
-
-        The references mix their kernels as sum_k w_k * u_k * (rho + inc): every kernel acts
-        on the same rho, so the mixture is one scalar decay.
-        """
-        if self.U_kernels is None:
-            return self.u_decay
-        weights = self.U_weights if self.U_weights is not None else [1.0] * len(self.U_kernels)
-        return sum(w * u for w, u in zip(weights, self.U_kernels)) / sum(weights)
-
-    @classmethod
-    def reference_neuro(cls, **fields: Any) -> BDHNeuroConfig:
-        """Settings under which the model computes `BDHNeuroRefTorch.step`.
-
-        That reference always leaks and L1-normalises x, always applies the gain-modulated
-        k-WTA on x, and defaults to mod_gamma_max = 1.
-        """
-        base = dict(x_decay=0.97, x_l1_norm=True, x_kwta_adaptive=True, mod_gamma_max=1.0)
-        return cls(**{**base, **fields})
-
-    @classmethod
-    def reference_stabilized(cls, **fields: Any) -> BDHNeuroConfig:
-        """Settings under which the model computes `BDHGPURefStabilized.step` (linear drive)."""
-        base = dict(use_relu_lowrank=False, x_decay=0.97, x_l1_norm=True, threshold_ratio=0.02)
-        return cls(**{**base, **fields})
-
-
-BDHNeuroConfig.PRESETS = {  # type: ignore[attr-defined]  # looked up by bdh.models.model_presets
-    # Definition 4 with no extensions. "small" has BDH "tiny"'s parameter count
-    # (229,632 vs 229,376 with the byte vocabulary).
-    "tiny": dict(n=256, d=32),
-    "small": dict(n=1024, d=64),
-    # The seed's training setup (train_bdh_neuro.py): every extension on, n=128, d=32.
-    "seed": dict(
-        n=128,
-        d=32,
-        x_decay=0.97,
-        x_l1_norm=True,
-        x_kwta_adaptive=True,
-        U_kernels=[0.99, 0.97, 0.94],
-        U_weights=[0.5, 0.3, 0.2],
-        local_forget_eta=0.02,
-        homeostasis_tau=0.15 * 128,
-        k_wta=16,
-        branches=2,
-        branch_nl="softplus",
-        mod_gamma_max=0.8,
-        spike_rate=0.01,
-    ),  # fmt: skip
-}
 
 
 def layernorm_row(z: Tensor) -> Tensor:
@@ -159,82 +43,20 @@ def layernorm_row(z: Tensor) -> Tensor:
     return centered / (var.clamp_min(torch.finfo(var.dtype).tiny).sqrt() + LN_EPS)
 
 
-def effective_rank(mats: Tensor, eps: float = 1e-12) -> Tensor:
-    """exp(entropy of normalised squared singular values) of mats [..., d, n] -> [...]."""
+def energy_effective_rank(mats: Tensor, eps: float = 1e-12) -> Tensor:
+    """exp(entropy of the normalised squared singular values) of mats [..., d, n] -> [...].
+
+    The seed references' `rho_eff_rank`. It weighs the spectrum by energy (s^2), where
+    `bdh.analysis.effective_rank` (Roy & Vetterli) weighs it by s: both give r for r equal
+    singular values, this one less for a spread spectrum.
+    """
     s2 = torch.linalg.svdvals(mats.float()).pow(2)
     p = s2 / (s2.sum(dim=-1, keepdim=True) + eps)
     return torch.exp(-(p * (p + eps).log()).sum(dim=-1))
 
 
-class _RhoRead(torch.autograd.Function):
-    """a = rho x for rho [B, d, n], x [B, n] -> (a [B, d], rho).
-
-    rho comes back unchanged so that the write of the same token consumes it from here:
-    the two gradients reaching rho then meet in one fused addcmul instead of an outer
-    product plus autograd's separate accumulation, two fewer passes over rho-sized
-    tensors per token. Batched matrix-vector products use the orientation that is fast
-    on CPU. Like `_RhoWrite`, it computes in rho's dtype, also under autocast (the
-    state accumulates over the whole sequence), and returns gradients in the inputs'.
-    """
-
-    @staticmethod
-    def forward(ctx: Any, rho: Tensor, x: Tensor) -> tuple[Tensor, Tensor]:
-        ctx.x_dtype = x.dtype
-        x = x.to(rho.dtype)
-        ctx.save_for_backward(rho, x)
-        with torch.autocast(rho.device.type, enabled=False):
-            a = torch.bmm(x.unsqueeze(1), rho.transpose(1, 2)).squeeze(1)
-        return a, rho.view_as(rho)
-
-    @staticmethod
-    def backward(
-        ctx: Any, grad: Tensor, grad_rho_out: Tensor | None
-    ) -> tuple[Tensor | None, Tensor | None]:
-        rho, x = ctx.saved_tensors
-        grad = grad.to(rho.dtype)
-        grad_rho = None
-        if ctx.needs_input_grad[0]:
-            outer = (grad.unsqueeze(2), x.unsqueeze(1))
-            if grad_rho_out is None:
-                grad_rho = outer[0] * outer[1]
-            else:
-                grad_rho = torch.addcmul(grad_rho_out, *outer)
-        grad_x = None
-        if ctx.needs_input_grad[1]:
-            grad_x = torch.bmm(grad.unsqueeze(1), rho).squeeze(1).to(ctx.x_dtype)
-        return grad_rho, grad_x
-
-
-class _RhoWrite(torch.autograd.Function):
-    """rho' = keep * rho + v x^T for rho [B, d, n], v [B, d], x [B, n]; keep is a
-    constant [B, 1, n] column factor (decay and forgetting) or a float."""
-
-    @staticmethod
-    def forward(ctx: Any, rho: Tensor, v: Tensor, x: Tensor, keep: Tensor | float) -> Tensor:
-        ctx.dtypes = v.dtype, x.dtype
-        v, x = v.to(rho.dtype), x.to(rho.dtype)
-        ctx.save_for_backward(v, x)
-        ctx.keep = keep
-        with torch.autocast(rho.device.type, enabled=False):
-            if isinstance(keep, float):  # one pass over rho
-                return torch.baddbmm(rho, v.unsqueeze(2), x.unsqueeze(1), beta=keep)
-            return (rho * keep).addcmul_(v.unsqueeze(2), x.unsqueeze(1))
-
-    @staticmethod
-    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:
-        v, x = ctx.saved_tensors
-        v_dtype, x_dtype = ctx.dtypes
-        grad_rho = grad * ctx.keep if ctx.needs_input_grad[0] else None
-        grad_v = grad_x = None
-        if ctx.needs_input_grad[1]:
-            grad_v = torch.bmm(x.unsqueeze(1), grad.transpose(1, 2)).squeeze(1).to(v_dtype)
-        if ctx.needs_input_grad[2]:
-            grad_x = torch.bmm(v.unsqueeze(1), grad).squeeze(1).to(x_dtype)
-        return grad_rho, grad_v, grad_x, None
-
-
 @dataclass
-class NeuroState:
+class NeuroState(RecurrentState):
     """Recurrent state of a batch: x [B, n] and rho [B, d, n]; position = tokens consumed."""
 
     x: Tensor
@@ -244,9 +66,6 @@ class NeuroState:
     @property
     def batch_size(self) -> int:
         return self.x.shape[0]
-
-    def nbytes(self) -> int:
-        return self.x.numel() * self.x.element_size() + self.rho.numel() * self.rho.element_size()
 
 
 @dataclass
@@ -318,8 +137,7 @@ class BDHNeuro(GenerateMixin, nn.Module):
         if c.threshold_ratio is not None:
             threshold = c.threshold_ratio * x.max(dim=-1, keepdim=True).values
             x = torch.where(x > threshold, x, torch.zeros_like(x))
-        # x^T rho^T: batched matrix-vector products are far slower on CPU in the other order
-        a_star, rho = _RhoRead.apply(rho, x)
+        a_star, rho = rho_read(rho, x)  # this rho goes on to the token's write
         dy_in = layernorm_row(a_star) if c.ln_before_Dy else a_star
         y_core = dy_in @ self.Dy.t()
         if c.branches > 0:
@@ -348,7 +166,7 @@ class BDHNeuro(GenerateMixin, nn.Module):
             inactive = (x.detach() <= 0).to(rho.dtype).unsqueeze(1)
             keep = c.rho_decay * (1.0 - c.local_forget_eta * inactive)
         v_scaled = (c.rho_decay * gain).unsqueeze(-1) * v_in
-        rho = _RhoWrite.apply(rho, v_scaled, x, keep)
+        rho = rho_write(rho, v_scaled, x, keep)
         return x, y, v_star, rho, gain, dy_in
 
     def run(
@@ -421,7 +239,7 @@ class BDHNeuro(GenerateMixin, nn.Module):
             "sparsity_x": (trace.x == 0).float().mean(dim=-1),
             "sparsity_y": (trace.y == 0).float().mean(dim=-1),
             "rho_F": torch.linalg.matrix_norm(trace.rho.float()),
-            "rho_eff_rank": effective_rank(trace.rho),
+            "rho_eff_rank": energy_effective_rank(trace.rho),
             "gain": trace.gain.float(),
         }
 
@@ -456,7 +274,7 @@ class BDHNeuro(GenerateMixin, nn.Module):
             "sparsity_x": float((trace.x == 0).float().mean()),
             "sparsity_y": float((trace.y == 0).float().mean()),
             "rho_F": float(torch.linalg.matrix_norm(state.rho.float()).mean()),
-            "rho_eff_rank": float(effective_rank(state.rho).mean()),
+            "rho_eff_rank": float(energy_effective_rank(state.rho).mean()),
             "gain": float(trace.gain.float().mean()),
         }
 
@@ -506,3 +324,23 @@ class BDHNeuro(GenerateMixin, nn.Module):
         """Consume one token per sequence, tokens [B] -> logits [B, vocab]."""
         trace, state = self.run(tokens.view(-1, 1), state)
         return self.head(trace.v[:, 0]), state
+
+    # ---- what the family exposes (bdh.registry.ModelFamily) ---------------------------
+
+    context_field = None
+    bdh_analyses = False
+    probe_points = {name: Probe(f"probe_{name}") for name in ("v_in", "drive", "a", "x", "y")}
+    sparsity_probes = ("x", "y")
+    mlp_probe = None
+    plastic_sites = (
+        PlasticSite("Dx", "linear", pre=probe_points["v_in"], post=probe_points["drive"]),
+        PlasticSite("Dy", "linear", pre=probe_points["a"], post=probe_points["y"]),
+    )
+    prunable = ("E", "Dx", "Dy")
+
+    @property
+    def plasticity_metrics(self) -> dict[str, float]:
+        """rho_F, rho_eff_rank and gain of `last_metrics`: what the learning rule reports."""
+        return {
+            k: v for k, v in self.last_metrics.items() if k in ("rho_F", "rho_eff_rank", "gain")
+        }
