@@ -19,7 +19,7 @@ from bdh.evaluation import (
     score_sequence,
     sequence_starts,
 )
-from bdh.models import build_model_from_preset
+from bdh.registry import build_model_from_preset
 
 
 @pytest.mark.parametrize("chunk_size", [1024, 333])

@@ -32,9 +32,9 @@ def cpu_bf16_pays(model: str) -> bool:
     too small to gain: 150 steps of `neuro tiny` took 17.8 s against 16.3 s in fp32, at the
     same validation loss.
     """
-    from bdh.models import model_class
+    from bdh.registry import model_class
 
-    return bool(getattr(model_class(model), "cpu_bf16_pays", False))
+    return model_class(model).cpu_bf16_pays
 
 
 def resolve_precision(precision: str, device: torch.device, model: str = "bdh") -> str:

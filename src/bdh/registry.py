@@ -97,7 +97,10 @@ class ModelFamily(Protocol):
     - bdh_analyses: whether the analyses of `bdh.analysis` apply (BDH-GPU's structure:
       probes x, attn, y, xy once per layer, a state `kv` [L, B, H, N, D], an encoder and
       decoder forming the neuron graph).
-    - states: dataclasses deriving from `RecurrentState` (byte counts).
+    - states: dataclasses deriving from `RecurrentState` (byte counts, batch axes).
+    - cpu_bf16_pays: whether precision "auto" picks bf16 autocast on a CPU with native bf16.
+    - carries_state: whether `forward(idx, targets, state=...)` continues a state under
+      autograd and returns it third (carried-state training, `bdh.train.carry`).
     """
 
     model_type: ClassVar[str]
@@ -106,6 +109,8 @@ class ModelFamily(Protocol):
     bdh_analyses: ClassVar[bool]
     mlp_probe: ClassVar[str | None]
     sparsity_probes: ClassVar[tuple[str, ...]]
+    cpu_bf16_pays: ClassVar[bool]
+    carries_state: ClassVar[bool]
 
     @property
     def probe_points(self) -> Mapping[str, Probe]: ...
@@ -228,6 +233,8 @@ class RecurrentState:
     in `capacity`; its used bytes are the filled share."""
 
     position: int
+    # Which axis of each tensor field holds the batch's sequences, e.g. {"kv": 1}.
+    batch_axes: ClassVar[dict[str, int]]
 
     @property
     def capacity(self) -> int | None:

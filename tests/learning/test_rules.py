@@ -205,6 +205,8 @@ class ToyFamily(torch.nn.Module):
     bdh_analyses = False
     mlp_probe = None
     sparsity_probes = ("post",)
+    cpu_bf16_pays = False
+    carries_state = False
     probe_points = {"pre": Probe("probe_pre"), "post": Probe("probe_post")}
     plastic_sites = (
         PlasticSite("w.weight", "linear", pre=Probe("probe_pre"), post=Probe("probe_post")),

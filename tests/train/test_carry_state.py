@@ -7,12 +7,12 @@ from pathlib import Path
 
 import pytest
 import torch
-from bdh.registry import build_model_from_preset
 from safetensors.torch import load_file
 
 from bdh.data import load_corpus
 from bdh.data.streams import StreamSchedule
 from bdh.errors import ConfigError
+from bdh.registry import build_model_from_preset
 from bdh.train import TrainingInterrupted, resume_config, train
 from bdh.train.optim import build_optimizer
 from bdh.train.schedule import lr_at

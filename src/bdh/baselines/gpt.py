@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -59,6 +60,7 @@ class GPTState(RecurrentState):
     k: Tensor
     v: Tensor
     position: int = 0
+    batch_axes: ClassVar[dict[str, int]] = {"k": 1, "v": 1}
 
     @property
     def batch_size(self) -> int:
@@ -118,6 +120,7 @@ class Block(nn.Module):
 class GPT(GenerateMixin, nn.Module):
     model_type = "gpt"
     cpu_bf16_pays = True  # whether precision 'auto' picks bf16 on a CPU with native bf16
+    carries_state = False  # a KV cache bounded by block_size, not a state to train across windows
     config_class = GPTConfig
 
     def __init__(self, config: GPTConfig):

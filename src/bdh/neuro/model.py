@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -62,6 +62,7 @@ class NeuroState(RecurrentState):
     x: Tensor
     rho: Tensor
     position: int = 0
+    batch_axes: ClassVar[dict[str, int]] = {"x": 0, "rho": 0}
 
     @property
     def batch_size(self) -> int:
@@ -83,6 +84,7 @@ class NeuroTrace:
 class BDHNeuro(GenerateMixin, nn.Module):
     model_type = "neuro"
     cpu_bf16_pays = False  # whether precision 'auto' picks bf16 on a CPU with native bf16
+    carries_state = True  # forward(idx, targets, state=...) continues a state
     config_class = BDHNeuroConfig
 
     def __init__(self, config: BDHNeuroConfig):
@@ -279,14 +281,21 @@ class BDHNeuro(GenerateMixin, nn.Module):
         }
 
     def forward(
-        self, idx: Tensor, targets: Tensor | None = None, generator: torch.Generator | None = None
-    ) -> tuple[Tensor, Tensor | None]:
+        self,
+        idx: Tensor,
+        targets: Tensor | None = None,
+        generator: torch.Generator | None = None,
+        *,
+        state: NeuroState | None = None,
+    ) -> tuple[Tensor, Tensor | None] | tuple[Tensor, Tensor | None, NeuroState]:
         """idx, targets: [B, T] -> logits [B, T, vocab], loss or None.
 
-        Each sequence starts from the zero state. In training mode `last_metrics` holds
-        this call's activity metrics (see `step_metrics`).
+        Each sequence starts from the zero state, or continues `state` under autograd: the
+        advanced state then comes back third (carried-state training). In training mode
+        `last_metrics` holds this call's activity metrics (see `step_metrics`).
         """
-        trace, state = self.run(idx, generator=generator)
+        carried = state is not None
+        trace, state = self.run(idx, state, generator=generator)
         if self.training:  # kept for `last_metrics`, which the learning rules read
             detached = NeuroTrace(x=trace.x.detach(), y=trace.y.detach(), v=trace.v.detach(),
                                   gain=trace.gain.detach())  # fmt: skip
@@ -296,7 +305,7 @@ class BDHNeuro(GenerateMixin, nn.Module):
         loss = None
         if targets is not None:
             loss = F.cross_entropy(logits.reshape(-1, logits.size(-1)), targets.reshape(-1))
-        return logits, loss
+        return (logits, loss, state) if carried else (logits, loss)
 
     # ---- recurrent inference -------------------------------------------------------
 

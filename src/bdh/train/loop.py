@@ -282,7 +282,7 @@ class _Trainer:
         cfg = self.cfg
         if not cfg.carry_state:
             return None
-        if not getattr(self.model, "carries_state", False):
+        if not self.model.carries_state:
             raise ConfigError(f"the {cfg.model} model cannot carry its state across windows (--carry-state)")
         schedule = StreamSchedule(len(self.corpus.train), cfg.batch_size, cfg.block_size, cfg.seed, cfg.reset_tokens)
         return CarriedState(self.model, schedule, self.info, self.micro, self.device)
