@@ -25,7 +25,10 @@ from bdh.ops.attention.chunked import DEFAULT_CHUNK_SIZE, causal_linear_attentio
 from bdh.ops.attention.cpu import fused_shared_qk_step, fused_step_applies
 from bdh.ops.attention.naive import causal_linear_attention_naive
 from bdh.ops.attention.parallel import causal_linear_attention_parallel
-from bdh.ops.attention.recurrent import causal_linear_attention_recurrent, linear_attention_step_torch
+from bdh.ops.attention.recurrent import (
+    causal_linear_attention_recurrent,
+    linear_attention_step_torch,
+)
 
 Mode = Literal["auto", "naive", "parallel", "chunked", "recurrent"]
 
