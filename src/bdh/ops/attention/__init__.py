@@ -62,7 +62,9 @@ def shared_qk_attention(
     form = _pick(mode, qk.shape[-2], "parallel")
     if form == "parallel":
         return causal_linear_attention_parallel(qk, v, initial_state, output_final_state, decay)
-    return causal_linear_attention(qk, qk, v, initial_state, output_final_state, form, chunk_size, decay)
+    return causal_linear_attention(
+        qk, qk, v, initial_state, output_final_state, form, chunk_size, decay
+    )
 
 
 def causal_linear_attention(
@@ -81,7 +83,9 @@ def causal_linear_attention(
     """
     form = _pick(mode, q.shape[-2], "naive")
     if form == "parallel":
-        raise ValueError("the parallel form is for shared queries and keys: use shared_qk_attention")
+        raise ValueError(
+            "the parallel form is for shared queries and keys: use shared_qk_attention"
+        )
     if form == "naive":
         return causal_linear_attention_naive(q, k, v, initial_state, output_final_state, decay)
     if form == "chunked":

@@ -44,7 +44,9 @@ def fused_step_applies(qk: Tensor, v: Tensor, state: Tensor, decay: Tensor | Non
     )
 
 
-def fused_shared_qk_step(qk: Tensor, v: Tensor, state: Tensor, decay: Tensor | None = None) -> Tensor:
+def fused_shared_qk_step(
+    qk: Tensor, v: Tensor, state: Tensor, decay: Tensor | None = None
+) -> Tensor:
     """o = qk S, then S = U S + qk^T v (in place; U = 1 without `decay`): qk [B, H, N],
     v [B, 1 or H, D], state [B, H, N, D], decay [1 or H].
 

@@ -39,6 +39,10 @@ def causal_linear_attention_naive(
         keys = k if decay is None else k * write_powers(decay, T, k.dtype)
         final_state = keys.mT @ v
         if initial_state is not None:
-            carried = initial_state if decay is None else initial_state * total_decay(decay, T, initial_state.dtype)
+            carried = (
+                initial_state
+                if decay is None
+                else initial_state * total_decay(decay, T, initial_state.dtype)
+            )
             final_state = final_state + carried
     return o, final_state

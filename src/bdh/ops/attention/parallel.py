@@ -36,7 +36,11 @@ def _apply(scores: Tensor, v: Tensor) -> Tensor:
 
 
 def _forward(
-    qk: Tensor, v: Tensor, initial_state: Tensor | None, decay: Tensor | None, output_final_state: bool
+    qk: Tensor,
+    v: Tensor,
+    initial_state: Tensor | None,
+    decay: Tensor | None,
+    output_final_state: bool,
 ) -> tuple[Tensor, Tensor | None, Tensor]:
     """(output, final state or None, the damped scores) of the shared-qk form."""
     T = qk.shape[-2]
@@ -50,7 +54,11 @@ def _forward(
         keys = qk if decay is None else qk * write_powers(decay, T, qk.dtype)
         final = torch.matmul(keys.mT, v)
         if initial_state is not None:
-            carried = initial_state if decay is None else initial_state * total_decay(decay, T, final.dtype)
+            carried = (
+                initial_state
+                if decay is None
+                else initial_state * total_decay(decay, T, final.dtype)
+            )
             final = final + carried
     return out, final, scores
 

@@ -53,7 +53,9 @@ def causal_linear_attention_recurrent(
     if not tracking:
         out = q.new_empty(B, H, T, D)
         for t in range(T):
-            out[:, :, t] = linear_attention_step_torch(q[:, :, t], k[:, :, t], v[:, :, t], state, decay)
+            out[:, :, t] = linear_attention_step_torch(
+                q[:, :, t], k[:, :, t], v[:, :, t], state, decay
+            )
         return out, (state if output_final_state else None)
     factor = None if decay is None else decay.view(1, -1, 1, 1)
     pieces = []
