@@ -37,8 +37,8 @@ def test_two_carried_windows_equal_one_window_fp64(monkeypatch, damping, max_len
     whole = _grads(model)
     model.zero_grad()
     state = model.init_state(2)
-    first_logits, first = model(idx[:, :20], targets[:, :20], state=state)
-    second_logits, second = model(idx[:, 20:], targets[:, 20:], state=state)
+    first_logits, first, state = model(idx[:, :20], targets[:, :20], state=state)
+    second_logits, second, state = model(idx[:, 20:], targets[:, 20:], state=state)
     assert state.position == 48 and state.kv.requires_grad
     split = (first * 20 + second * 28) / 48  # token-weighted mean, as the whole window's
     split.backward()
@@ -57,10 +57,10 @@ def test_a_detached_state_passes_no_gradient_back_to_the_first_window() -> None:
     for detach in (False, True):
         model.zero_grad()
         state = model.init_state(2)
-        model(first_tokens, state=state)
+        _, _, state = model(first_tokens, state=state)
         if detach:
             state = state.detach()
-        _, loss = model(second_tokens, second_tokens, state=state)
+        _, loss, _ = model(second_tokens, second_tokens, state=state)
         loss.backward()
         reached_first = model.embed.weight.grad[:100].abs().max()
         assert (reached_first == 0) if detach else (reached_first > 0)
@@ -73,9 +73,17 @@ def test_the_given_state_tensor_is_not_modified_and_gets_its_gradient() -> None:
     state.kv.normal_()
     kv0 = state.kv.clone().requires_grad_()
     state.kv = kv0
-    _, loss = model(torch.randint(0, 256, (1, 12)), torch.randint(0, 256, (1, 12)), state=state)
-    (loss + state.kv.square().sum()).backward()
-    assert state.kv is not kv0 and kv0.grad is not None and kv0.grad.abs().max() > 0
+    _, loss, returned = model(
+        torch.randint(0, 256, (1, 12)), torch.randint(0, 256, (1, 12)), state=state
+    )
+    (loss + returned.kv.square().sum()).backward()
+    assert (
+        returned is state
+        and returned.position == 12
+        and state.kv is not kv0
+        and kv0.grad is not None
+        and kv0.grad.abs().max() > 0
+    )
 
 
 def test_differentiable_prefill_and_step_equal_forward_and_reach_the_state() -> None:
@@ -227,3 +235,16 @@ def test_no_bptt_attention_equals_a_hand_detached_reference(with_state) -> None:
     torch.testing.assert_close(out, ref, rtol=1e-12, atol=1e-12)
     ref.sum().backward()
     torch.testing.assert_close(ours, x_sparse.grad, rtol=1e-12, atol=1e-12)
+
+
+def test_an_emptied_row_continues_like_a_fresh_sequence() -> None:
+    model = _model().eval()
+    idx = torch.randint(0, 256, (2, 30))
+    with torch.no_grad():
+        _, _, state = model(idx[:, :18], state=model.init_state(2))
+        state = state.reset_rows(torch.tensor([False, True]))
+        continued, _, _ = model(idx[:, 18:], state=state)
+        fresh, _ = model(idx[:, 18:])
+        carried, _ = model(idx)
+    torch.testing.assert_close(continued[1], fresh[1], rtol=0, atol=1e-10)  # RoPE is relative
+    torch.testing.assert_close(continued[0], carried[0, 18:], rtol=0, atol=1e-10)

@@ -18,6 +18,7 @@ Two options beyond the official model, off by default (docs/long_context.md): da
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import overload
 
 import torch
 import torch.nn.functional as F
@@ -58,6 +59,15 @@ class BDHState:
     def detach(self) -> BDHState:
         """The same state cut from its graph (truncated BPTT between windows)."""
         return BDHState(kv=self.kv.detach(), position=self.position)
+
+    def reset_rows(self, rows: Tensor) -> BDHState:
+        """The state with the sequences where `rows` ([B] bool) is True emptied, out of place.
+
+        `position` stays shared: RoPE scores depend on position differences only, so a
+        row emptied at position p continues as a fresh sequence would from 0.
+        """
+        keep = (~rows).to(self.kv.dtype).view(1, -1, 1, 1, 1)
+        return BDHState(kv=self.kv * keep, position=self.position)
 
 
 class RotaryLinearAttention(nn.Module):
@@ -185,21 +195,32 @@ class BDH(GenerateMixin, nn.Module):
             state.position += T
         return x.view(B, T, -1)
 
+    @overload
+    def forward(self, idx: Tensor, targets: Tensor | None = None) -> tuple[Tensor, Tensor | None]: ...
+
+    @overload
+    def forward(
+        self, idx: Tensor, targets: Tensor | None, state: BDHState
+    ) -> tuple[Tensor, Tensor | None, BDHState]: ...
+
     def forward(
         self, idx: Tensor, targets: Tensor | None = None, state: BDHState | None = None
-    ) -> tuple[Tensor, Tensor | None]:
+    ) -> tuple[Tensor, Tensor | None] | tuple[Tensor, Tensor | None, BDHState]:
         """Parallel form. idx, targets: [B, T] -> logits [B, T, vocab], loss or None.
 
         With `state` the window continues it (RoPE positions from state.position, each
-        layer's attention from state.kv) under autograd: afterwards state.kv is a new
-        tensor, the final state, whose graph reaches the old one and the weights (the old
-        tensor is not modified), and state.position has advanced by T. Pass it on as is to
-        backpropagate through both windows, or `state.detach()` for truncated BPTT.
+        layer's attention from state.kv) under autograd, and the state comes back third:
+        its kv is then a new tensor, the final state, whose graph reaches the old one and
+        the weights (the old tensor is not modified), and its position has advanced by T.
+        Use the returned state (wrappers such as DDP may hand `forward` a copy): pass it on
+        as is to backpropagate through both windows, or `state.detach()` for truncated BPTT.
         """
         logits = self._run(idx, state) @ self.lm_head
         loss = None
         if targets is not None:
             loss = F.cross_entropy(logits.view(-1, logits.size(-1)), targets.reshape(-1))
+        if state is not None:
+            return logits, loss, state
         return logits, loss
 
     # ---- recurrent inference -------------------------------------------------------
@@ -236,7 +257,7 @@ class BDH(GenerateMixin, nn.Module):
             state = self.init_state(B)
         if differentiable:
             with torch.enable_grad():
-                logits, _ = self.forward(idx, state=state)
+                logits, _, state = self.forward(idx, None, state)
             return (logits if all_logits else logits[:, -1]), state
         return self._prefill(idx, state, all_logits)
 
@@ -262,7 +283,7 @@ class BDH(GenerateMixin, nn.Module):
         """
         if differentiable:
             with torch.enable_grad():
-                logits, _ = self.forward(tokens[:, None], state=state)
+                logits, _, state = self.forward(tokens[:, None], None, state)
             return logits[:, 0], state
         return self._step(tokens, state)
 
