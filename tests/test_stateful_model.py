@@ -248,3 +248,16 @@ def test_an_emptied_row_continues_like_a_fresh_sequence() -> None:
         carried, _ = model(idx)
     torch.testing.assert_close(continued[1], fresh[1], rtol=0, atol=1e-10)  # RoPE is relative
     torch.testing.assert_close(continued[0], carried[0, 18:], rtol=0, atol=1e-10)
+
+
+def test_bf16_autocast_carried_damped_window_runs_and_matches_fp32() -> None:
+    torch.manual_seed(0)
+    model = bdh.BDH(bdh.preset("tiny", damping="alibi"))
+    idx = torch.randint(0, 256, (2, 64))
+    _, loss32, _ = model(idx[:, 32:], idx[:, 32:], state=model(idx[:, :32], state=model.init_state(2))[2])
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        _, _, state = model(idx[:, :32], state=model.init_state(2))
+        _, loss16, _ = model(idx[:, 32:], idx[:, 32:], state=state)
+    loss16.backward()
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.parameters())
+    assert abs(loss16.item() - loss32.item()) < 0.05 * loss32.item()

@@ -187,8 +187,9 @@ class BDH(GenerateMixin, nn.Module):
         for level in range(self.config.n_layer):
             x, final = self.layer(x, None if state is None else state.kv[level], start, phasors)
             if state is not None and in_place:
-                state.kv[level].copy_(final)
-            finals.append(final)
+                state.kv[level].copy_(final)  # and let `final` go: memory stays one state
+            else:
+                finals.append(final)
         if state is not None:
             if not in_place:
                 state.kv = torch.stack(finals)
@@ -201,6 +202,11 @@ class BDH(GenerateMixin, nn.Module):
     @overload
     def forward(
         self, idx: Tensor, targets: Tensor | None, state: BDHState
+    ) -> tuple[Tensor, Tensor | None, BDHState]: ...
+
+    @overload
+    def forward(
+        self, idx: Tensor, targets: Tensor | None = None, *, state: BDHState
     ) -> tuple[Tensor, Tensor | None, BDHState]: ...
 
     def forward(

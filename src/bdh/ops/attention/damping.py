@@ -11,17 +11,25 @@ import torch
 from torch import Tensor
 
 
+def _base(decay: Tensor) -> Tensor:
+    """The factors in at least fp32: powers are taken there and only then cast, since a
+    factor such as 1 - 2^-16 rounds to 1 in bf16."""
+    return decay if decay.dtype == torch.float64 else decay.float()
+
+
 def decay_matrix(decay: Tensor, length: int, dtype: torch.dtype) -> Tensor:
     """[H, T, T] weights U^(t-1-s) for s < t; the entries on and above the diagonal are
     left at 1 (every caller masks them with tril(-1) anyway)."""
     pos = torch.arange(length, device=decay.device)
-    exponents = (pos[:, None] - 1 - pos[None, :]).clamp_min(0).to(dtype)
-    return decay.to(dtype).view(-1, 1, 1) ** exponents
+    base = _base(decay)
+    exponents = (pos[:, None] - 1 - pos[None, :]).clamp_min(0).to(base.dtype)
+    return (base.view(-1, 1, 1) ** exponents).to(dtype)
 
 
 def decay_powers(decay: Tensor, exponents: Tensor, dtype: torch.dtype) -> Tensor:
     """[H, len(exponents), 1]: U^e for each exponent, shaped to scale [B, H, T, *] rows."""
-    return (decay.to(dtype).view(-1, 1) ** exponents.to(dtype)).unsqueeze(-1)
+    base = _base(decay)
+    return (base.view(-1, 1) ** exponents.to(base.dtype)).to(dtype).unsqueeze(-1)
 
 
 def read_powers(decay: Tensor, length: int, dtype: torch.dtype) -> Tensor:
@@ -36,4 +44,4 @@ def write_powers(decay: Tensor, length: int, dtype: torch.dtype) -> Tensor:
 
 def total_decay(decay: Tensor, length: int, dtype: torch.dtype) -> Tensor:
     """U^T shaped [H, 1, 1], the factor on a state carried across T tokens."""
-    return (decay.to(dtype) ** length).view(-1, 1, 1)
+    return (_base(decay) ** length).to(dtype).view(-1, 1, 1)
