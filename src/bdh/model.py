@@ -299,7 +299,8 @@ class BDH(GenerateMixin, nn.Module):
         update, without the [B, H, T, ...] reshaping of the parallel form, which costs
         more than the arithmetic at batch 1 (the probes fire in the parallel form only).
         Keep the two in step: tests/test_recurrent.py::test_recurrent_equals_parallel_fp64
-        (and test_damped_decoding_equals_parallel) check that they compute the same.
+        and tests/test_stateful_model.py::test_damped_decoding_equals_parallel check that
+        they compute the same.
         """
         B = tokens.shape[0]
         H, N, D = self.config.n_head, self.config.neurons_per_head, self.config.n_embd
