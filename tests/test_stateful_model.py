@@ -254,7 +254,9 @@ def test_bf16_autocast_carried_damped_window_runs_and_matches_fp32() -> None:
     torch.manual_seed(0)
     model = bdh.BDH(bdh.preset("tiny", damping="alibi"))
     idx = torch.randint(0, 256, (2, 64))
-    _, loss32, _ = model(idx[:, 32:], idx[:, 32:], state=model(idx[:, :32], state=model.init_state(2))[2])
+    _, loss32, _ = model(
+        idx[:, 32:], idx[:, 32:], state=model(idx[:, :32], state=model.init_state(2))[2]
+    )
     with torch.autocast("cpu", dtype=torch.bfloat16):
         _, _, state = model(idx[:, :32], state=model.init_state(2))
         _, loss16, _ = model(idx[:, 32:], idx[:, 32:], state=state)
