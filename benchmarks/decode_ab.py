@@ -16,8 +16,8 @@ import time
 
 import torch
 
+import bdh.ops.attention as attention
 import bdh.ops.attention.cpu as attention_cpu
-import bdh.ops.attention.recurrent as recurrent
 from bdh.config import preset
 from bdh.model import BDH, BDHState
 
@@ -37,7 +37,7 @@ def main() -> None:
     model = BDH(preset(args.preset)).eval()
     B = args.batch_size
     _, prefilled = model.prefill(torch.randint(0, 256, (B, 16)), all_logits=False)
-    applies = recurrent.fused_step_applies
+    applies = attention.fused_step_applies
     modes = {"kernel": 0, "twin": None}  # the kernel's MIN_STATE_BYTES, or no kernel at all
     states = {name: BDHState(prefilled.kv.clone(), prefilled.position) for name in modes}
     tokens = torch.randint(0, 256, (4096, B))
@@ -46,9 +46,9 @@ def main() -> None:
 
     def run(name: str, steps: int) -> None:
         if modes[name] is None:
-            recurrent.fused_step_applies = lambda *a: False
+            attention.fused_step_applies = lambda *a: False
         else:
-            recurrent.fused_step_applies = applies
+            attention.fused_step_applies = applies
             attention_cpu.MIN_STATE_BYTES = modes[name]
         for _ in range(steps):
             model.step(tokens[done[name] % len(tokens)], states[name])

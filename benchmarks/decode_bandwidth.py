@@ -23,7 +23,7 @@ import torch.nn.functional as F
 
 from bdh.config import preset
 from bdh.model import BDH, BDHState
-from bdh.ops.attention import linear_attention_step
+from bdh.ops.attention import shared_qk_step
 from bdh.ops.rope import apply_rope_phasors
 
 PRODUCTS = ("state read", "state write", "encoder", "encoder_v", "decoder")
@@ -68,7 +68,7 @@ def step_without(model: BDH, skipped: str) -> Callable[[torch.Tensor, BDHState],
             elif skipped == "state write":
                 a = torch.bmm(q.reshape(H, 1, N), kv.view(H, N, D)).view(1, H, D)
             else:
-                a = linear_attention_step(q, q, x.view(1, 1, D), kv)
+                a = shared_qk_step(q, x.view(1, 1, D), kv)
             y_sparse = (
                 fixed_x
                 if skipped == "encoder_v"

@@ -85,13 +85,13 @@ def test_long_prefill_in_chunks_equals_parallel(monkeypatch) -> None:
 def test_decoding_through_the_cpu_kernel_equals_parallel(monkeypatch) -> None:
     """A state above the kernel's size threshold (2 MiB per layer here) decodes through
     the C++ step, and still equals the parallel form."""
-    import bdh.ops.attention.recurrent as recurrent
+    import bdh.ops.attention as attention
     from bdh.ops.attention import cpu
 
     require_cpp_kernel(cpu._kernel() is not None, "decoding")
     calls = []
-    kernel_step = recurrent.shared_qk_step
-    monkeypatch.setattr(recurrent, "shared_qk_step", lambda *a: calls.append(1) or kernel_step(*a))
+    kernel_step = attention.fused_shared_qk_step
+    monkeypatch.setattr(attention, "fused_shared_qk_step", lambda *a: calls.append(1) or kernel_step(*a))
     torch.manual_seed(2)
     model = bdh.BDH(_random_config(2, 4, 128, 16)).double().eval()
     idx = torch.randint(0, 256, (1, 24))

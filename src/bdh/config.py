@@ -12,6 +12,11 @@ from typing import Any
 
 from bdh.errors import ConfigError
 
+# ALiBi-style damping (`damping="alibi"`): head h of H keeps U_h = 1 - 2^(-c (h+1) / H) of
+# its state per token, c = this base unless "alibi:c" names another. With c = 16 the heads'
+# half-lives run from about 11 tokens (h = 0 of 4) to about 45k (the last head).
+ALIBI_DAMPING_BASE = 16.0
+
 
 class ConfigDict:
     """JSON round trip for config dataclasses; unknown or ill-typed fields are ConfigErrors."""
@@ -48,6 +53,22 @@ class BDHConfig(ConfigDict):
     n_head: int = 4
     mlp_internal_dim_multiplier: int = 128
     vocab_size: int = 256
+    # Extensions beyond the official model, off by default (see docs/long_context.md).
+    # damping: None (off), one factor U in (0, 1] for all heads, one per head, or
+    # "alibi" / "alibi:c" (resolved here to per-head factors, see ALIBI_DAMPING_BASE).
+    damping: float | list[float] | str | None = None
+    # no_bptt: the attention's keys, values and incoming state carry no gradient (§7.2).
+    no_bptt: bool = False
+
+    # Left out of `to_dict` at their defaults, so a default config is the official one.
+    EXTENSION_FIELDS = ("damping", "no_bptt")
+
+    def to_dict(self) -> dict[str, Any]:
+        data = super().to_dict()
+        for f in dataclasses.fields(self):
+            if f.name in self.EXTENSION_FIELDS and data[f.name] == f.default:
+                del data[f.name]
+        return data
 
     def __post_init__(self) -> None:
         self.require_positive_ints("n_layer", "n_embd", "n_head", "mlp_internal_dim_multiplier", "vocab_size")
@@ -57,6 +78,37 @@ class BDHConfig(ConfigDict):
             raise ConfigError("mlp_internal_dim_multiplier * n_embd must be divisible by n_head")
         if self.neurons_per_head % 2:
             raise ConfigError("neurons per head must be even (RoPE rotates pairs)")
+        if not isinstance(self.no_bptt, bool):
+            raise ConfigError(f"no_bptt must be true or false, got {self.no_bptt!r}")
+        self.damping = self._resolve_damping(self.damping)
+
+    def _resolve_damping(self, value: Any) -> float | list[float] | None:
+        if value is None:
+            return None
+        if isinstance(value, str):
+            name, _, base = value.partition(":")
+            try:
+                c = float(base) if base else ALIBI_DAMPING_BASE
+            except ValueError:
+                c = -1.0
+            if name != "alibi" or not c > 0:
+                raise ConfigError(f"damping must be a number in (0, 1], a list of them or 'alibi[:c]' (c > 0), got {value!r}")
+            return [1.0 - 2.0 ** (-c * (h + 1) / self.n_head) for h in range(self.n_head)]
+        factors = value if isinstance(value, (list, tuple)) else [value]
+        if isinstance(value, (list, tuple)) and len(value) not in (1, self.n_head):
+            raise ConfigError(f"damping needs 1 or n_head={self.n_head} factors, got {len(value)}")
+        for u in factors:
+            if isinstance(u, bool) or not isinstance(u, (int, float)) or not 0.0 < u <= 1.0:
+                raise ConfigError(f"damping factors must be in (0, 1], got {u!r}")
+        return [float(u) for u in value] if isinstance(value, (list, tuple)) else float(value)
+
+    def damping_factors(self) -> list[float] | None:
+        """Per-head state decay U_h (length n_head), or None when damping is off."""
+        if self.damping is None:
+            return None
+        if isinstance(self.damping, list):
+            return self.damping * self.n_head if len(self.damping) == 1 else list(self.damping)
+        return [self.damping] * self.n_head
 
     @property
     def neurons_per_head(self) -> int:

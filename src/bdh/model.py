@@ -9,13 +9,16 @@ One set of weights is shared by all layers. Each layer:
 
 The attention has a recurrent form: per head, a state S = sum_s rope(x_s)^T x_s of
 shape [N, D] (the synaptic state rho) is read before the current token is written.
-Training uses the parallel form; `prefill`/`step` carry the state for generation.
+Training uses the parallel form; `prefill`/`step` carry the state for generation, and
+`forward(idx, targets, state=...)` carries it through a training window under autograd.
+Two options beyond the official model, off by default (docs/long_context.md): damping
+(rho_t = U rho_{t-1} + k_t^T v_t) and no-BPTT (keys, values and state without gradient).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import ClassVar, overload
 
 import torch
 import torch.nn.functional as F
@@ -24,7 +27,7 @@ from torch import Tensor, nn
 from bdh.config import BDHConfig
 from bdh.errors import BDHError
 from bdh.generate import GenerateMixin
-from bdh.ops.attention import causal_linear_attention, linear_attention_step
+from bdh.ops.attention import causal_linear_attention, shared_qk_attention, shared_qk_step
 from bdh.ops.rope import apply_rope_phasors, rope_frequencies, rope_phasors
 from bdh.registry import NO_METRICS, PlasticSite, Probe, RecurrentState
 
@@ -52,14 +55,26 @@ class BDHState(RecurrentState):
     def batch_size(self) -> int:
         return self.kv.shape[1]
 
+    def detach(self) -> BDHState:
+        """The same state cut from its graph (truncated BPTT between windows)."""
+        return BDHState(kv=self.kv.detach(), position=self.position)
+
 
 class RotaryLinearAttention(nn.Module):
-    """Shared-key RoPE linear attention of one layer; holds the official `freqs` buffer."""
+    """Shared-key RoPE linear attention of one layer; holds the official `freqs` buffer.
+
+    `decay` [H] (config.damping) and `no_bptt` are the optional extensions; `decay` is a
+    fixed, non-persistent buffer, so state dicts keep the official keys.
+    """
 
     def __init__(self, config: BDHConfig):
         super().__init__()
         n = config.neurons_per_head
         self.freqs = nn.Buffer(rope_frequencies(n).view(1, 1, 1, n))
+        factors = config.damping_factors()
+        self.decay: Tensor | None
+        self.register_buffer("decay", None if factors is None else torch.tensor(factors), persistent=False)
+        self.no_bptt = config.no_bptt
         self._phasor_cache: Tensor | None = None
 
     def phasors(self, start: int, length: int) -> Tensor:
@@ -83,23 +98,21 @@ class RotaryLinearAttention(nn.Module):
 
     def forward(
         self, x_sparse: Tensor, v: Tensor, phasors: Tensor, state: Tensor | None = None
-    ) -> Tensor:
+    ) -> tuple[Tensor, Tensor | None]:
         """x_sparse: [B, H, T, N] (queries = keys); v: [B, 1, T, D]; phasors: [T, N/2].
 
-        With `state` [B, H, N, D] the tokens continue a sequence and the state is
-        updated in place.
+        With `state` [B, H, N, D] the tokens continue a sequence; returns the output
+        [B, H, T, D] and then the final state (None without `state`). Nothing is modified.
         """
-        T = x_sparse.shape[-2]
         qr = apply_rope_phasors(x_sparse, phasors)
-        if state is None:
-            out, _ = causal_linear_attention(qr, qr, v)
-        elif T == 1:
-            q = qr[:, :, 0]  # one object for queries and keys: the fused CPU step needs q is k
-            out = linear_attention_step(q, q, v[:, :, 0], state).unsqueeze(2)
-        else:
-            out, final = causal_linear_attention(qr, qr, v, state, output_final_state=True)
-            state.copy_(final)
-        return out
+        final = state is not None
+        if self.no_bptt:
+            # §7.2: gradients reach the weights through the queries only; keys, values and
+            # the state they built are constants.
+            k, v = qr.detach(), v.detach()
+            state = None if state is None else state.detach()
+            return causal_linear_attention(qr, k, v, state, final, decay=self.decay)
+        return shared_qk_attention(qr, v, state, final, decay=self.decay)
 
 
 class BDH(GenerateMixin, nn.Module):
@@ -133,40 +146,79 @@ class BDH(GenerateMixin, nn.Module):
 
     def layer(
         self, x: Tensor, state: Tensor | None = None, start: int = 0, phasors: Tensor | None = None
-    ) -> Tensor:
+    ) -> tuple[Tensor, Tensor | None]:
         """One BDH layer on x [B, 1, T, D] (weights shared by all layers).
 
         The tokens sit at positions start..start+T-1; `phasors` (from `attn.phasors`) may be
-        passed in so that all layers of a forward share one RoPE table.
+        passed in so that all layers of a forward share one RoPE table. With `state`
+        [B, H, N, D] the attention continues it; returns the new x and the layer's final
+        state (None without `state`). `step` is this function written for one token.
         """
         B, _, T, D = x.shape
         if phasors is None:
             phasors = self.attn.phasors(start, T)
         x_sparse = self.probe_x(F.relu(x @ self.encoder))  # B, H, T, N
-        y_kv = self.probe_attn(self.ln(self.attn(x_sparse, x, phasors, state)))  # B, H, T, D
+        attn, final = self.attn(x_sparse, x, phasors, state)
+        y_kv = self.probe_attn(self.ln(attn))  # B, H, T, D
         y_sparse = self.probe_y(F.relu(y_kv @ self.encoder_v))  # B, H, T, N
         xy_sparse = self.drop(self.probe_xy(x_sparse * y_sparse))
         y_mlp = xy_sparse.transpose(1, 2).reshape(B, 1, T, -1) @ self.decoder  # B, 1, T, D
-        return self.ln(x + self.ln(y_mlp))
+        return self.ln(x + self.ln(y_mlp)), final
 
-    def _run(self, idx: Tensor, state: BDHState | None = None) -> Tensor:
-        """Final hidden states [B, T, D] of idx, continuing `state` when given."""
+    def _run(self, idx: Tensor, state: BDHState | None = None, in_place: bool = False) -> Tensor:
+        """Final hidden states [B, T, D] of idx, continuing `state` when given.
+
+        The state advances: written into state.kv when `in_place` (inference), else
+        state.kv becomes a new tensor holding the final state, in the autograd graph.
+        """
         B, T = idx.shape
         x = self.ln(self.embed(idx).unsqueeze(1))  # B, 1, T, D
         start = 0 if state is None else state.position
         phasors = self.attn.phasors(start, T)
+        finals = []
         for level in range(self.config.n_layer):
-            x = self.layer(x, None if state is None else state.kv[level], start, phasors)
+            x, final = self.layer(x, None if state is None else state.kv[level], start, phasors)
+            if state is not None and in_place:
+                state.kv[level].copy_(final)  # and let `final` go: memory stays one state
+            else:
+                finals.append(final)
         if state is not None:
+            if not in_place:
+                state.kv = torch.stack(finals)
             state.position += T
         return x.view(B, T, -1)
 
-    def forward(self, idx: Tensor, targets: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
-        """Parallel form. idx, targets: [B, T] -> logits [B, T, vocab], loss or None."""
-        logits = self._run(idx) @ self.lm_head
+    @overload
+    def forward(self, idx: Tensor, targets: Tensor | None = None) -> tuple[Tensor, Tensor | None]: ...
+
+    @overload
+    def forward(
+        self, idx: Tensor, targets: Tensor | None, state: BDHState
+    ) -> tuple[Tensor, Tensor | None, BDHState]: ...
+
+    @overload
+    def forward(
+        self, idx: Tensor, targets: Tensor | None = None, *, state: BDHState
+    ) -> tuple[Tensor, Tensor | None, BDHState]: ...
+
+    def forward(
+        self, idx: Tensor, targets: Tensor | None = None, state: BDHState | None = None
+    ) -> tuple[Tensor, Tensor | None] | tuple[Tensor, Tensor | None, BDHState]:
+        """Parallel form. idx, targets: [B, T] -> logits [B, T, vocab], loss or None.
+
+        With `state` the window continues it (RoPE positions from state.position, each
+        layer's attention from state.kv) under autograd, and the state comes back third:
+        its kv is then a new tensor, the final state, whose graph reaches the old one and
+        the weights (the old tensor is not modified), and its position has advanced by T.
+        Use the returned state (wrappers such as DDP may hand `forward` a copy): pass it on
+        as is to backpropagate through both windows, or `state.detach()` for truncated BPTT.
+        """
+        logits = self._run(idx, state) @ self.lm_head
         loss = None
         if targets is not None:
             loss = F.cross_entropy(logits.view(-1, logits.size(-1)), targets.reshape(-1))
+        if state is not None:
+            return logits, loss, state
         return logits, loss
 
     # ---- recurrent inference -------------------------------------------------------
@@ -182,36 +234,65 @@ class BDH(GenerateMixin, nn.Module):
         )  # fmt: skip
         return BDHState(kv=kv)
 
-    @torch.inference_mode()
     def prefill(
-        self, idx: Tensor, state: BDHState | None = None, all_logits: bool = True
+        self,
+        idx: Tensor,
+        state: BDHState | None = None,
+        all_logits: bool = True,
+        differentiable: bool = False,
     ) -> tuple[Tensor, BDHState]:
         """Consume idx [B, T] into the state, PREFILL_CHUNK tokens at a time.
 
         Returns logits [B, T, vocab] (or [B, vocab] of the last token when
-        `all_logits` is False) and the updated state.
+        `all_logits` is False) and the updated state. `differentiable` runs `forward`
+        with the state instead (autograd, no in-place update; dropout as the module's
+        mode says), so gradients reach the given state and the weights.
         """
         B, T = idx.shape
         if T == 0:
             raise BDHError("prefill needs at least one token")
         if state is None:
             state = self.init_state(B)
+        if differentiable:
+            with torch.enable_grad():
+                logits, _, state = self.forward(idx, None, state)
+            return (logits if all_logits else logits[:, -1]), state
+        return self._prefill(idx, state, all_logits)
+
+    @torch.inference_mode()
+    def _prefill(self, idx: Tensor, state: BDHState, all_logits: bool) -> tuple[Tensor, BDHState]:
+        B, T = idx.shape
         # One output allocation up front: small per-chunk results kept across iterations
         # would fragment the heap and let memory creep up over very long prompts.
         logits = self.lm_head.new_empty(B, T, self.config.vocab_size) if all_logits else None
         for start in range(0, T, PREFILL_CHUNK):
-            hidden = self._run(idx[:, start : start + PREFILL_CHUNK], state)
+            hidden = self._run(idx[:, start : start + PREFILL_CHUNK], state, in_place=True)
             if all_logits:
                 logits[:, start : start + hidden.shape[1]] = hidden @ self.lm_head
         return (logits if all_logits else hidden[:, -1] @ self.lm_head), state
 
-    @torch.inference_mode()
-    def step(self, tokens: Tensor, state: BDHState) -> tuple[Tensor, BDHState]:
+    def step(
+        self, tokens: Tensor, state: BDHState, differentiable: bool = False
+    ) -> tuple[Tensor, BDHState]:
         """Consume one token per sequence, tokens [B] -> logits [B, vocab].
 
-        `layer` written for a single token: head-major products and an in-place state
+        `differentiable` runs `forward` on the one-token window instead (autograd, no
+        in-place update), like `prefill`.
+        """
+        if differentiable:
+            with torch.enable_grad():
+                logits, _, state = self.forward(tokens[:, None], None, state)
+            return logits[:, 0], state
+        return self._step(tokens, state)
+
+    @torch.inference_mode()
+    def _step(self, tokens: Tensor, state: BDHState) -> tuple[Tensor, BDHState]:
+        """`layer` written for a single token: head-major products and an in-place state
         update, without the [B, H, T, ...] reshaping of the parallel form, which costs
         more than the arithmetic at batch 1 (the probes fire in the parallel form only).
+        Keep the two in step: tests/test_recurrent.py::test_recurrent_equals_parallel_fp64
+        and tests/test_stateful_model.py::test_damped_decoding_equals_parallel check that
+        they compute the same.
         """
         B = tokens.shape[0]
         H, N, D = self.config.n_head, self.config.neurons_per_head, self.config.n_embd
@@ -222,7 +303,7 @@ class BDH(GenerateMixin, nn.Module):
             # matmul would copy each weight matrix once per sequence of the batch.
             x_sparse = F.relu(torch.bmm(x.expand(H, B, D), self.encoder))  # H, B, N
             q = apply_rope_phasors(x_sparse, phasors).transpose(0, 1)  # B, H, N
-            a = linear_attention_step(q, q, x.view(B, 1, D), kv)  # B, H, D
+            a = shared_qk_step(q, x.view(B, 1, D), kv, self.attn.decay)  # B, H, D
             y_sparse = F.relu(torch.bmm(self.ln(a).transpose(0, 1), self.encoder_v))  # H, B, N
             # The decoder's rows are head-major, so per-head products summed over heads
             # equal xy @ decoder; they need no [B, H * N] copy, and a batched

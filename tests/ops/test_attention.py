@@ -13,8 +13,9 @@ from bdh.ops.attention import (
     causal_linear_attention_recurrent,
     linear_attention_step,
     linear_attention_step_torch,
-    shared_qk_causal_attention,
+    shared_qk_attention,
 )
+from bdh.ops.attention.parallel import causal_linear_attention_parallel
 from tests.conftest import require_cpp_kernel
 
 # (B, H, T, N, D, shared value head)
@@ -45,7 +46,10 @@ def test_parallel_forward_and_gradients_equal_naive_fp64(shape) -> None:
     qk, v, _ = _inputs(*shape)
     grad_out = torch.randn(shape[0], shape[1], shape[2], shape[4], dtype=torch.float64)
     results = []
-    for fn in (lambda a, b: causal_linear_attention_naive(a, a, b)[0], shared_qk_causal_attention):
+    for fn in (
+        lambda a, b: causal_linear_attention_naive(a, a, b)[0],
+        lambda a, b: causal_linear_attention_parallel(a, b)[0],
+    ):
         a, b = qk.clone().requires_grad_(), v.clone().requires_grad_()
         out = fn(a, b)
         out.backward(grad_out)
@@ -56,10 +60,10 @@ def test_parallel_forward_and_gradients_equal_naive_fp64(shape) -> None:
 
 def test_parallel_equals_naive_fp32_and_bf16_runs() -> None:
     qk, v, _ = _inputs(2, 4, 256, 64, 32, True, dtype=torch.float32)
-    assert _rel(shared_qk_causal_attention(qk, v), causal_linear_attention_naive(qk, qk, v)[0]) < FP32_RTOL
+    assert _rel(causal_linear_attention_parallel(qk, v)[0], causal_linear_attention_naive(qk, qk, v)[0]) < FP32_RTOL
     a, b = qk.bfloat16().requires_grad_(), v.requires_grad_()
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        out = shared_qk_causal_attention(a, b)
+        out = causal_linear_attention_parallel(a, b)[0]
     out.float().sum().backward()
     assert a.grad.dtype == torch.bfloat16 and b.grad.dtype == torch.float32
 
@@ -114,29 +118,35 @@ def test_step_reads_before_writing_and_updates_in_place() -> None:
 def test_auto_mode_picks_forms_by_length(monkeypatch) -> None:
     qk, v, state = _inputs(1, 2, 40, 8, 4, True)
     calls = []
-    for name in ("shared_qk_causal_attention", "causal_linear_attention_naive", "causal_linear_attention_chunked"):
+    for name in ("causal_linear_attention_parallel", "causal_linear_attention_naive", "causal_linear_attention_chunked"):
         original = getattr(attention, name)
         monkeypatch.setattr(attention, name, lambda *a, _o=original, _n=name, **k: calls.append(_n) or _o(*a, **k))
     ref = causal_linear_attention_naive(qk, qk, v)[0]
-    for expect, kwargs in [
-        ("shared_qk_causal_attention", {}),
-        ("causal_linear_attention_naive", dict(initial_state=state)),
+    # the entry point names the form, whatever the identity of its arguments
+    for expect, call in [
+        ("causal_linear_attention_parallel", lambda: shared_qk_attention(qk, v)),
+        ("causal_linear_attention_parallel", lambda: shared_qk_attention(qk, v, state, True)),
+        ("causal_linear_attention_naive", lambda: causal_linear_attention(qk, qk, v)),
+        ("causal_linear_attention_naive", lambda: causal_linear_attention(qk, qk, v, initial_state=state)),
     ]:
         calls.clear()
-        causal_linear_attention(qk, qk, v, **kwargs)
+        call()
         assert calls == [expect]
     monkeypatch.setattr(attention, "QUADRATIC_MAX_LEN", 16)
-    calls.clear()
-    out, _ = causal_linear_attention(qk, qk, v)
-    assert calls == ["causal_linear_attention_chunked"]
-    torch.testing.assert_close(out, ref)
+    for call in (lambda: causal_linear_attention(qk, qk, v), lambda: shared_qk_attention(qk, v)):
+        calls.clear()
+        out, _ = call()
+        assert calls == ["causal_linear_attention_chunked"]
+        torch.testing.assert_close(out, ref)
 
 
 @pytest.mark.parametrize("mode", ["naive", "parallel", "chunked", "recurrent"])
 def test_every_mode_through_the_dispatcher(mode) -> None:
     qk, v, _ = _inputs(2, 2, 20, 8, 4, True)
     ref = causal_linear_attention_naive(qk, qk, v)[0]
-    torch.testing.assert_close(causal_linear_attention(qk, qk, v, mode=mode)[0], ref)
+    torch.testing.assert_close(shared_qk_attention(qk, v, mode=mode)[0], ref)
+    if mode != "parallel":
+        torch.testing.assert_close(causal_linear_attention(qk, qk, v, mode=mode)[0], ref)
 
 
 def test_parallel_mode_rejects_what_it_cannot_do() -> None:
@@ -157,7 +167,7 @@ def fused_kernel() -> None:
 @pytest.mark.parametrize("B, H, T, N, D, shared", GRID)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_fused_step_equals_torch_twin(fused_kernel, B, H, T, N, D, shared, dtype) -> None:
-    from bdh.ops.attention.cpu import shared_qk_step
+    from bdh.ops.attention.cpu import fused_shared_qk_step
 
     qk, v, state = _inputs(B, H, T, N, D, shared, dtype=dtype)
     qk[:, :, :, : N // 2] = 0  # inactive neurons: rows the kernel skips
@@ -166,7 +176,7 @@ def test_fused_step_equals_torch_twin(fused_kernel, B, H, T, N, D, shared, dtype
     tol = dict(rtol=1e-12, atol=1e-12) if dtype == torch.float64 else dict(rtol=1e-5, atol=1e-5)
     for t in range(T):
         q = qk[:, :, t].contiguous()
-        out = shared_qk_step(q, v[:, :, t], state)
+        out = fused_shared_qk_step(q, v[:, :, t], state)
         twin = linear_attention_step_torch(q, q, v[:, :, t], twin_state)
         torch.testing.assert_close(out, twin, **tol)
         torch.testing.assert_close(state, twin_state, **tol)
@@ -179,28 +189,27 @@ def test_fused_step_only_where_it_applies(fused_kernel) -> None:
     qk, v, state = _inputs(1, 2, 1, 1024, 128, True, dtype=torch.float32)  # 1 MiB
     q = qk[:, :, 0]
     assert state.numel() * 4 == MIN_STATE_BYTES
-    assert fused_step_applies(q, q, v[:, :, 0], state)
-    assert not fused_step_applies(q[:, :1], q[:, :1], v[:, :, 0], state[:, :1])  # in cache
-    assert not fused_step_applies(q, q.clone(), v[:, :, 0], state)  # separate keys
-    assert not fused_step_applies(q.bfloat16(), q.bfloat16(), v[:, :, 0].bfloat16(), state.bfloat16())
+    assert fused_step_applies(q, v[:, :, 0], state)
+    assert not fused_step_applies(q[:, :1], v[:, :, 0], state[:, :1])  # in cache
+    assert not fused_step_applies(q.bfloat16(), v[:, :, 0].bfloat16(), state.bfloat16())
     with torch.enable_grad():
         leaf = q.clone().requires_grad_()
-        assert not fused_step_applies(leaf, leaf, v[:, :, 0], state)
+        assert not fused_step_applies(leaf, v[:, :, 0], state)
 
 
 def test_fused_step_refuses_mismatched_shapes_and_tells_autograd(fused_kernel) -> None:
-    from bdh.ops.attention.cpu import fused_step_applies, shared_qk_step
+    from bdh.ops.attention.cpu import fused_shared_qk_step, fused_step_applies
 
     qk, v, state = _inputs(2, 4, 1, 1024, 64, True, dtype=torch.float32)  # 2 MiB
     q = qk[:, :, 0].contiguous()
-    assert fused_step_applies(q, q, v[:, :, 0], state)
+    assert fused_step_applies(q, v[:, :, 0], state)
     for bad_v in (v[:1, :, 0], v[:, :, 0, :32], torch.randn(2, 2, 64)):
-        assert not fused_step_applies(q, q, bad_v, state)
+        assert not fused_step_applies(q, bad_v, state)
         with pytest.raises(RuntimeError):
-            shared_qk_step(q, bad_v, state)
+            fused_shared_qk_step(q, bad_v, state)
     weight = torch.ones(1, requires_grad=True)
     with torch.enable_grad():
         loss = (state * weight).sum()  # saves the state for backward
-        shared_qk_step(q, v[:, :, 0], state)
+        fused_shared_qk_step(q, v[:, :, 0], state)
         with pytest.raises(RuntimeError, match="modified by an inplace operation"):
             loss.backward()

@@ -21,34 +21,40 @@ def _kernel() -> ModuleType | None:
     return load_kernel(NAME, Path(__file__).with_name("recurrent_cpu.cpp"))
 
 
-def fused_step_applies(q: Tensor, k: Tensor, v: Tensor, state: Tensor) -> bool:
-    """Whether `shared_qk_step` takes this step: q is k, fp32/fp64 CPU tensors of one
+def fused_step_applies(qk: Tensor, v: Tensor, state: Tensor, decay: Tensor | None = None) -> bool:
+    """Whether `fused_shared_qk_step` can take this step: fp32/fp64 CPU tensors of one
     dtype, a contiguous state of at least MIN_STATE_BYTES, no autograd, the kernel built."""
-    if q is not k or state.dim() != 4 or q.dim() != 3 or v.dim() != 3:
+    if state.dim() != 4 or qk.dim() != 3 or v.dim() != 3:
         return False
     B, H, N, D = state.shape
+    tensors = (qk, v, state) if decay is None else (qk, v, state, decay)
     return (
-        q.shape == (B, H, N)
+        qk.shape == (B, H, N)
         and v.shape[0] == B
         and v.shape[1] in (1, H)
         and v.shape[2] == D
+        and (decay is None or (decay.dim() == 1 and decay.shape[0] in (1, H)))
         and state.numel() * state.element_size() >= MIN_STATE_BYTES
         and state.device.type == "cpu"
         and state.dtype in (torch.float32, torch.float64)
-        and q.dtype == v.dtype == state.dtype
+        and all(t.dtype == state.dtype for t in tensors)
         and state.is_contiguous()
-        and not (torch.is_grad_enabled() and (state.requires_grad or q.requires_grad or v.requires_grad))
+        and not (torch.is_grad_enabled() and any(t.requires_grad for t in tensors))
         and _kernel() is not None
     )
 
 
-def shared_qk_step(q: Tensor, v: Tensor, state: Tensor) -> Tensor:
-    """o = q S, then S += q^T v (in place): q [B, H, N], v [B, 1 or H, D], state [B, H, N, D].
+def fused_shared_qk_step(
+    qk: Tensor, v: Tensor, state: Tensor, decay: Tensor | None = None
+) -> Tensor:
+    """o = qk S, then S = U S + qk^T v (in place; U = 1 without `decay`): qk [B, H, N],
+    v [B, 1 or H, D], state [B, H, N, D], decay [1 or H].
 
-    Rows whose q is zero are skipped, so a state holding inf or NaN there stays as it is
-    where the twin's 0 * inf would write NaN.
+    Rows whose qk is zero are only decayed (undamped: skipped), so a state holding inf or
+    NaN there stays as it is where the twin's 0 * inf would write NaN.
     """
-    out = _kernel().shared_qk_step(state, q.contiguous(), v.contiguous())
+    decay = None if decay is None else decay.contiguous()
+    out = _kernel().shared_qk_step(state, qk.contiguous(), v.contiguous(), decay)
     # written through a raw pointer: tell autograd, so that a graph that saved the state
     # fails on backward as it would after the twin's in-place addcmul_
     torch.autograd.graph.increment_version(state)

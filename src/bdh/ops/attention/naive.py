@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from torch import Tensor
 
+from bdh.ops.attention.damping import decay_matrix, read_powers, total_decay, write_powers
+
 
 def causal_linear_attention_naive(
     q: Tensor,
@@ -11,6 +13,7 @@ def causal_linear_attention_naive(
     v: Tensor,
     initial_state: Tensor | None = None,
     output_final_state: bool = False,
+    decay: Tensor | None = None,
 ) -> tuple[Tensor, Tensor | None]:
     """Strictly causal linear attention, o_t = q_t S_0 + sum_{s<t} (q_t . k_s) v_s.
 
@@ -18,15 +21,28 @@ def causal_linear_attention_naive(
         q, k: [B, H, T, N]
         v: [B, H or 1, T, D] (a single value head is shared by all heads)
         initial_state: [B, H, N, D], the sum of k_s^T v_s over earlier tokens
+        decay: [H or 1] factors U in (0, 1] of a damped state (see `damping.py`):
+            o_t = U^t q_t S_0 + sum_{s<t} U^(t-1-s) (q_t . k_s) v_s
     Returns:
         o: [B, H, T, D]; final state [B, H, N, D] when output_final_state.
     """
-    o = (q @ k.mT).tril(diagonal=-1) @ v
+    T = q.shape[-2]
+    scores = (q @ k.mT).tril(diagonal=-1)
+    if decay is not None:
+        scores = scores * decay_matrix(decay, T, scores.dtype)
+    o = scores @ v
     if initial_state is not None:
-        o = o + q @ initial_state
+        read = q @ initial_state
+        o = o + (read if decay is None else read * read_powers(decay, T, read.dtype))
     final_state = None
     if output_final_state:
-        final_state = k.mT @ v
+        keys = k if decay is None else k * write_powers(decay, T, k.dtype)
+        final_state = keys.mT @ v
         if initial_state is not None:
-            final_state = final_state + initial_state
+            carried = (
+                initial_state
+                if decay is None
+                else initial_state * total_decay(decay, T, initial_state.dtype)
+            )
+            final_state = final_state + carried
     return o, final_state
