@@ -84,9 +84,11 @@ def test_resume_with_carried_state_is_bitwise(make_cfg):
 
 
 def test_two_gloo_ranks_with_carried_state_match_one_process(make_cfg, tmp_path):
-    common = ["--set", "dropout=0.0", "--device", "cpu", "--precision", "fp32", "--eval-every", "100",
+    # A constant schedule: the 2-rank run is planned for 4 steps, then continued to 5.
+    common = ["--set", "dropout=0.0", "--schedule", "constant", "--lr", "1e-2", "--warmup-steps", "2",
+              "--device", "cpu", "--precision", "fp32", "--eval-every", "100",
               "--checkpoint-every", "2", "--carry-state", "--reset-tokens", "48"]  # fmt: skip
-    single = carried(make_cfg, "single", steps=5, micro_batch_size=2)
+    single = carried(make_cfg, "single", steps=5, micro_batch_size=2, schedule="constant")
     train(single)
     # 2 ranks for 4 steps (mid-stream at the end), resumed on one process to step 5.
     torchrun([*TINY_FLAGS, *common, "--steps", "4"], tmp_path / "ddp")
