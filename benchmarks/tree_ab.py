@@ -31,8 +31,15 @@ print(int(sys.argv[2]) / sorted(times)[1])
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--tree", action="append", required=True, help="a src/ directory holding bdh (twice or more)")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--tree",
+        action="append",
+        required=True,
+        help="a src/ directory holding bdh (twice or more)",
+    )
     parser.add_argument("--preset", default="small")
     parser.add_argument("--tokens", type=int, default=256)
     parser.add_argument("--rounds", type=int, default=3)
@@ -41,7 +48,11 @@ def main() -> None:
     rates: dict[str, list[float]] = {tree: [] for tree in args.tree}
     for _ in range(args.rounds):
         for n, tree in enumerate(args.tree):
-            env = {**os.environ, "PYTHONPATH": tree, "TORCH_EXTENSIONS_DIR": f"/tmp/bdh_tree_ab/{n}"}
+            env = {
+                **os.environ,
+                "PYTHONPATH": tree,
+                "TORCH_EXTENSIONS_DIR": f"/tmp/bdh_tree_ab/{n}",
+            }
             cmd = [sys.executable, "-c", CHILD, args.preset, str(args.tokens), str(args.threads)]
             out = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True).stdout
             rates[tree].append(float(out.split()[-1]))

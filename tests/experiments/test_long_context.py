@@ -20,7 +20,12 @@ def smoke_report(tmp_path_factory):
 
 def test_smoke_run_writes_the_report(smoke_report):
     out, report = smoke_report
-    assert {p.name for p in out.iterdir()} == {"report.md", "report.json", "loss_by_position.png", "runs"}
+    assert {p.name for p in out.iterdir()} == {
+        "report.md",
+        "report.json",
+        "loss_by_position.png",
+        "runs",
+    }
     assert json.loads((out / "report.json").read_text()) == report
     assert list(report["runs"]) == list(RUNS)
     text = (out / "report.md").read_text()
@@ -34,7 +39,10 @@ def test_smoke_run_writes_the_report(smoke_report):
     # Each run trained what it says: the carried ones with their streams and model flags.
     configs = {name: run["train_config"] for name, run in report["runs"].items()}
     assert not configs["independent"].get("carry_state")
-    assert configs["carried"]["carry_state"] and configs["carried"]["reset_tokens"] == SMOKE["reset_tokens"]
+    assert (
+        configs["carried"]["carry_state"]
+        and configs["carried"]["reset_tokens"] == SMOKE["reset_tokens"]
+    )
     assert configs["carried-damped"]["model_overrides"] == {"damping": "alibi"}
     assert configs["no-bptt"]["model_overrides"] == {"no_bptt": True}
     assert [v["met"] in (True, False) for v in report["verdicts"]] == [True, True]

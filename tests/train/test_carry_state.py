@@ -36,8 +36,12 @@ def test_carried_training_equals_a_hand_written_loop(make_cfg):
     torch.manual_seed(cfg.seed)
     model = build_model_from_preset("bdh", "tiny", **NO_DROPOUT, vocab_size=tokenizer.vocab_size)
     model.train()
-    optimizer = build_optimizer(model, cfg.lr, cfg.weight_decay, (cfg.beta1, cfg.beta2), torch.device("cpu"))
-    schedule = StreamSchedule(len(corpus.train), cfg.batch_size, cfg.block_size, cfg.seed, cfg.reset_tokens)
+    optimizer = build_optimizer(
+        model, cfg.lr, cfg.weight_decay, (cfg.beta1, cfg.beta2), torch.device("cpu")
+    )
+    schedule = StreamSchedule(
+        len(corpus.train), cfg.batch_size, cfg.block_size, cfg.seed, cfg.reset_tokens
+    )
     assert schedule.steps_per_stream == 3  # streams restart at steps 0, 3 and 6
     states = [None, None]
     for step in range(cfg.steps):
@@ -118,3 +122,17 @@ def test_carried_state_settings_that_cannot_work_are_refused(make_cfg, tmp_path,
 def test_reset_tokens_needs_carry_state(make_cfg):
     with pytest.raises(ConfigError, match="needs carry_state"):
         make_cfg(reset_tokens=32)
+
+
+def test_the_neuro_model_trains_with_its_state_carried_and_resumes_exactly(make_cfg):
+    neuro = dict(model="neuro", preset="tiny", model_overrides={}, steps=4, reset_tokens=48)
+    straight = train(carried(make_cfg, "straight", **neuro))
+    state = load_file(str(straight / "checkpoints/step_00000004/carried_state.safetensors"))
+    assert state["x"].shape == (4, 256) and state["rho"].shape == (4, 32, 256)
+    assert state["position"].tolist() == [16] and state["rho"].abs().sum() > 0
+    cfg = carried(make_cfg, "resumed", **neuro)
+    with pytest.raises(TrainingInterrupted):
+        train(cfg, on_metrics=interrupt_at(2))
+    resumed = train(resume_config(cfg.out_dir), resume=True)
+    a, b = weights(straight), weights(resumed)
+    assert all(torch.equal(a[k], b[k]) for k in a)

@@ -18,7 +18,11 @@ def experiment() -> None:
 @experiment.command("long-context")
 @click.option("--out", "out_dir", required=True, help="Report directory (runs go in OUT/runs).")
 @click.option("--force", is_flag=True, help="Replace an existing report directory.")
-@click.option("--smoke", is_flag=True, help="A seconds-long configuration that checks the pipeline, not the science.")
+@click.option(
+    "--smoke",
+    is_flag=True,
+    help="A seconds-long configuration that checks the pipeline, not the science.",
+)
 @click.option("--runs", default="independent,carried,carried-damped,no-bptt", show_default=True,
               help="Comma-separated runs.")  # fmt: skip
 @click.option("--preset", default="tiny", show_default=True)
@@ -27,12 +31,25 @@ def experiment() -> None:
 @click.option("--block-size", type=click.IntRange(min=1), default=128, show_default=True)
 @click.option("--reset-tokens", type=click.IntRange(min=1), default=4096, show_default=True,
               help="Carried runs: tokens per stream before it restarts (a multiple of the block size).")  # fmt: skip
-@click.option("--damping", default="alibi", show_default=True, help="Damping of the carried-damped run (U or alibi[:c]).")
+@click.option(
+    "--damping",
+    default="alibi",
+    show_default=True,
+    help="Damping of the carried-damped run (U or alibi[:c]).",
+)
 @click.option("--lr", type=click.FloatRange(0, min_open=True), default=6e-3, show_default=True)
 @click.option("--seed", type=int, default=1337, show_default=True)
 @click.option("--data", default=None, help="Corpus (default: bundled tiny Shakespeare).")
-@click.option("--precision", type=click.Choice(["auto", "fp32", "bf16"]), default="auto", show_default=True)
-@click.option("--eval-tokens", type=click.IntRange(min=1), default=16384, show_default=True, help="Windowed validation sample of the training runs.")
+@click.option(
+    "--precision", type=click.Choice(["auto", "fp32", "bf16"]), default="auto", show_default=True
+)
+@click.option(
+    "--eval-tokens",
+    type=click.IntRange(min=1),
+    default=16384,
+    show_default=True,
+    help="Windowed validation sample of the training runs.",
+)
 @click.option("--eval-length", type=click.IntRange(min=2), default=65536, show_default=True,
               help="Tokens per evaluation sequence (the validation split is read again past its end).")  # fmt: skip
 @click.option("--eval-sequences", type=click.IntRange(min=1), default=4, show_default=True)
@@ -49,7 +66,11 @@ def long_context(out_dir: str, force: bool, smoke: bool, runs: str, **options: o
     report = run_long_context(settings, force=force, command=command)
     for name, run in report["runs"].items():
         beyond = run["beyond_window_loss"]
-        click.echo(f"{name:>15}: loss beyond the window {'n/a' if beyond is None else f'{beyond:.3f}'}")
+        click.echo(
+            f"{name:>15}: loss beyond the window {'n/a' if beyond is None else f'{beyond:.3f}'}"
+        )
     for verdict in report["verdicts"]:
-        click.echo(f"{'met' if verdict['met'] else 'NOT MET'}: {verdict['target']} ({verdict['evidence']})")
+        click.echo(
+            f"{'met' if verdict['met'] else 'NOT MET'}: {verdict['target']} ({verdict['evidence']})"
+        )
     click.echo(f"wrote {out_dir}/report.md")

@@ -41,7 +41,12 @@ RUNS: dict[str, tuple[str, dict[str, Any]]] = {
 
 # `--smoke`: seconds, to test the pipeline (tiny model, a few steps, short evaluation).
 SMOKE: dict[str, Any] = dict(
-    steps=3, batch_size=2, block_size=16, reset_tokens=32, eval_tokens=256, eval_length=600,
+    steps=3,
+    batch_size=2,
+    block_size=16,
+    reset_tokens=32,
+    eval_tokens=256,
+    eval_length=600,
     eval_sequences=2,
 )
 
@@ -227,8 +232,13 @@ def _readings(runs: dict[str, Any]) -> list[str]:
     pairs = [("carried", "carried-damped", "damping"), ("carried", "no-bptt", "no-BPTT")]
     for base, other, what in pairs:
         if base in runs and other in runs:
-            a, b = runs[base]["by_position"]["overall"]["loss"], runs[other]["by_position"]["overall"]["loss"]
-            out.append(f"{what}: `{other}` {b:.3f} against `{base}` {a:.3f} nats/token over all positions ({b - a:+.3f}).")
+            a, b = (
+                runs[base]["by_position"]["overall"]["loss"],
+                runs[other]["by_position"]["overall"]["loss"],
+            )
+            out.append(
+                f"{what}: `{other}` {b:.3f} against `{base}` {a:.3f} nats/token over all positions ({b - a:+.3f})."
+            )
     return out
 
 
@@ -264,17 +274,20 @@ def markdown_report(report: dict[str, Any]) -> str:
         )
     lines += ["", "![loss by position](loss_by_position.png)", "", "## Targets", ""]
     for v in report["verdicts"]:
-        lines.append(f"- {'**met**' if v['met'] else '**not met**'}: {v['target']} ({v['evidence']}).")
+        lines.append(
+            f"- {'**met**' if v['met'] else '**not met**'}: {v['target']} ({v['evidence']})."
+        )
     lines += ["", "## What the numbers say", ""]
     lines += [f"- {sentence}" for sentence in _readings(runs)]
     lines += [
         f"- One seed ({s['seed']}) per run: differences of a few hundredths of a nat are within "
         "what another seed could change; the gaps between rows above are larger.",
-        "", "## The paper's claims next to ours", "",
+        "",
+        "## The paper's claims next to ours",
+        "",
     ]
     for section, claim, run in PAPER_CLAIMS:
         if run in runs:
             lines.append(f"- {section}: {claim} Ours: see the `{run}` row and the readings above.")
     lines += ["", "Runs: " + "; ".join(f"`{n}`: {r['description']}" for n, r in runs.items()) + "."]
     return "\n".join(lines) + "\n"
-

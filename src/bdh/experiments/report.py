@@ -47,7 +47,9 @@ class ReportDir:
             raise ConfigError(f"output path '{self.root}' exists and is not a directory")
         if self.root.is_dir() and any(self.root.iterdir()):
             if not force:
-                raise ConfigError(f"output directory '{self.root}' already exists; use --force to replace it")
+                raise ConfigError(
+                    f"output directory '{self.root}' already exists; use --force to replace it"
+                )
             shutil.rmtree(self.root)
         self.root.mkdir(parents=True, exist_ok=True)
 

@@ -33,9 +33,20 @@ class CarriedState:
     """This rank's carried states, one per micro-batch of `micro` rows."""
 
     def __init__(
-        self, model: nn.Module, schedule: StreamSchedule, info: DistInfo, micro: int, device: torch.device
+        self,
+        model: nn.Module,
+        schedule: StreamSchedule,
+        info: DistInfo,
+        micro: int,
+        device: torch.device,
     ):
-        self.model, self.schedule, self.info, self.micro, self.device = model, schedule, info, micro, device
+        self.model, self.schedule, self.info, self.micro, self.device = (
+            model,
+            schedule,
+            info,
+            micro,
+            device,
+        )
         self.rows_per_rank = schedule.batch_size // info.world_size
         self.dtype = next(model.parameters()).dtype
         self.states: list[Any] = [None] * (self.rows_per_rank // micro)
@@ -43,14 +54,17 @@ class CarriedState:
     def begin(self, step: int, index: int) -> Any:
         """The state micro-batch `index` starts `step` from."""
         if self.schedule.restarts(step) or self.states[index] is None:
-            self.states[index] = self.model.init_state(self.micro, device=self.device, dtype=self.dtype)
+            self.states[index] = self.model.init_state(
+                self.micro, device=self.device, dtype=self.dtype
+            )
         return self.states[index]
 
     def end(self, index: int, state: Any) -> None:
         """Keep the state a micro-batch ended with, cut from its graph, in the weights' dtype
-        (autocast may hand it back in a lower precision)."""
+        (autocast may hand it back in a lower precision) and contiguous: a state loaded from
+        a checkpoint is, and a kernel may round differently on other strides."""
         self.states[index] = dataclasses.replace(
-            state, **{k: v.detach().to(self.dtype) for k, v in _tensors(state).items()}
+            state, **{k: v.detach().to(self.dtype).contiguous() for k, v in _tensors(state).items()}
         )
 
     # ---- checkpoints ---------------------------------------------------------------
@@ -82,7 +96,9 @@ class CarriedState:
         template = self.model.init_state(self.micro, device=self.device, dtype=self.dtype)
         axes = type(template).batch_axes
         if set(tensors) != {*axes, POSITION_KEY}:
-            raise CheckpointError(f"carried state in {source} does not fit this model: keys {sorted(tensors)}")
+            raise CheckpointError(
+                f"carried state in {source} does not fit this model: keys {sorted(tensors)}"
+            )
         position = int(tensors[POSITION_KEY][0])
         first_row = self.info.rank * self.rows_per_rank
         for index in range(len(self.states)):
@@ -98,5 +114,7 @@ class CarriedState:
                 part = full.narrow(axis, start, self.micro)
                 if part.shape != getattr(template, name).shape:
                     raise CheckpointError(f"carried state '{name}' in {source} has the wrong shape")
-                fields[name] = part.to(self.device, self.dtype).contiguous()
+                # A fresh allocation: read tensors can sit unaligned in the file's buffer, and the
+                # products round differently there (resume would not be bitwise).
+                fields[name] = part.to(self.device, self.dtype).clone()
             self.states[index] = dataclasses.replace(template, **fields, position=position)
