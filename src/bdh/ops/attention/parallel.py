@@ -139,15 +139,9 @@ def causal_linear_attention_parallel(
     decay: Tensor | None = None,
 ) -> tuple[Tensor, Tensor | None]:
     """o_t = U^t qk_t S_0 + sum_{s<t} U^(t-1-s) (qk_t . qk_s) v_s: the strictly causal form
-    BDH uses (keys = queries; U = 1 and S_0 = 0 unless given).
-
-    Args:
-        qk: [B, H, T, N] rotated sparse activations, both queries and keys.
-        v: [B, H or 1, T, D]; a single value head is shared by all heads.
-        initial_state: [B, H, N, D]; decay: [H or 1] fixed factors in (0, 1] (no gradient).
-    Returns:
-        o: [B, H, T, D]; final state [B, H, N, D] when output_final_state. Memory
-        O(B H T^2): use the chunked form for long T.
+    BDH uses. Arguments, shapes and results as in `causal_linear_attention_naive` with
+    q = k = qk (BDH's rotated sparse activations); no gradient flows to `decay`. Memory
+    O(B H T^2): use the chunked form for long T.
     """
     tensors = (qk, v) if initial_state is None else (qk, v, initial_state)
     if torch.is_grad_enabled() and any(t.requires_grad for t in tensors):
