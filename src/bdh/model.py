@@ -51,10 +51,6 @@ class BDHState(RecurrentState):
     position: int = 0
     batch_axes: ClassVar[dict[str, int]] = {"kv": 1}  # where each tensor keeps its sequences
 
-    @property
-    def batch_size(self) -> int:
-        return self.kv.shape[1]
-
     def detach(self) -> BDHState:
         """The same state cut from its graph (truncated BPTT between windows)."""
         return BDHState(kv=self.kv.detach(), position=self.position)

@@ -237,6 +237,12 @@ class RecurrentState:
     batch_axes: ClassVar[dict[str, int]]
 
     @property
+    def batch_size(self) -> int:
+        """Sequences in the batch: the batch axis of the first field in `batch_axes`."""
+        name, axis = next(iter(self.batch_axes.items()))
+        return getattr(self, name).shape[axis]
+
+    @property
     def capacity(self) -> int | None:
         """Positions the state's tensors preallocate (None: its size does not grow with T)."""
         return None

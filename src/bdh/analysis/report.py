@@ -87,6 +87,15 @@ def analyze_model(
 # ---- figures ---------------------------------------------------------------------------
 
 
+def _save(fig: Any, path: Path) -> None:
+    """Write a figure as every report figure is written, then free it."""
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def _plot_sparsity(
     path: Path, sparsity: dict[str, SparsityStats], baseline: SparsityStats | None
 ) -> None:
@@ -115,9 +124,7 @@ def _plot_sparsity(
     centers = (x.bin_edges[:-1] + x.bin_edges[1:]) / 2
     b.bar(100 * centers, x.histogram, width=100 * (x.bin_edges[1] - x.bin_edges[0]))
     b.set(xlabel="% neurons active (one layer, head, token)", ylabel="count", title="Distribution")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _save(fig, path)
 
 
 def _plot_state(path: Path, traj: StateTrajectory) -> None:
@@ -140,9 +147,7 @@ def _plot_state(path: Path, traj: StateTrajectory) -> None:
         xlabel="d", ylabel="neuron", title=f"rho, layer {traj.layer} head {traj.head}, last token"
     )
     fig.colorbar(im, ax=c)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _save(fig, path)
 
 
 def _plot_graph(path: Path, g: GraphStats) -> None:
@@ -159,9 +164,7 @@ def _plot_graph(path: Path, g: GraphStats) -> None:
     b.set(xlabel="degree (in + out)", ylabel="neurons", title=f"Degrees, {g.n_edges} edges")
     c.semilogy(g.singular_values)
     c.set(xlabel="index", ylabel="singular value", title="Spectrum of G")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _save(fig, path)
 
 
 def _plot_mono(path: Path, mono: MonosemanticResult) -> None:
@@ -178,9 +181,7 @@ def _plot_mono(path: Path, mono: MonosemanticResult) -> None:
         title="Most selective neurons (layer/head/neuron)",
     )
     ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _save(fig, path)
 
 
 def _plot_memory(path: Path, memory: dict[str, list[dict[str, Any]]]) -> None:
@@ -198,9 +199,7 @@ def _plot_memory(path: Path, memory: dict[str, list[dict[str, Any]]]) -> None:
         title="Measured inference state",
     )
     ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _save(fig, path)
 
 
 def write_report(result: dict[str, Any], out_dir: Path) -> list[Path]:

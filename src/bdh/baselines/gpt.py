@@ -63,10 +63,6 @@ class GPTState(RecurrentState):
     batch_axes: ClassVar[dict[str, int]] = {"k": 1, "v": 1}
 
     @property
-    def batch_size(self) -> int:
-        return self.k.shape[1]
-
-    @property
     def capacity(self) -> int:
         """block_size: the cache is allocated whole."""
         return self.k.shape[3]

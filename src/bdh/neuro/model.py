@@ -64,10 +64,6 @@ class NeuroState(RecurrentState):
     position: int = 0
     batch_axes: ClassVar[dict[str, int]] = {"x": 0, "rho": 0}
 
-    @property
-    def batch_size(self) -> int:
-        return self.x.shape[0]
-
 
 @dataclass
 class NeuroTrace:

@@ -45,3 +45,18 @@ def write_powers(decay: Tensor, length: int, dtype: torch.dtype) -> Tensor:
 def total_decay(decay: Tensor, length: int, dtype: torch.dtype) -> Tensor:
     """U^T shaped [H, 1, 1], the factor on a state carried across T tokens."""
     return (_base(decay) ** length).to(dtype).view(-1, 1, 1)
+
+
+def damp_reads(read: Tensor, decay: Tensor | None) -> Tensor:
+    """The initial-state reads q_t S_0 [B, H, T, D] as token t sees them: U^t q_t S_0."""
+    return read if decay is None else read * read_powers(decay, read.shape[-2], read.dtype)
+
+
+def damp_writes(keys: Tensor, decay: Tensor | None) -> Tensor:
+    """Keys [B, H, T, N] weighted by what of their writes reaches the final state."""
+    return keys if decay is None else keys * write_powers(decay, keys.shape[-2], keys.dtype)
+
+
+def carry(state: Tensor, decay: Tensor | None, length: int, dtype: torch.dtype) -> Tensor:
+    """U^T S: a state carried across `length` tokens, the factors taken in `dtype`."""
+    return state if decay is None else state * total_decay(decay, length, dtype)

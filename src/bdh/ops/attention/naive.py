@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from bdh.ops.attention.damping import decay_matrix, read_powers, total_decay, write_powers
+from bdh.ops.attention.damping import carry, damp_reads, damp_writes, decay_matrix
 
 
 def causal_linear_attention_naive(
@@ -32,17 +32,10 @@ def causal_linear_attention_naive(
         scores = scores * decay_matrix(decay, T, scores.dtype)
     o = scores @ v
     if initial_state is not None:
-        read = q @ initial_state
-        o = o + (read if decay is None else read * read_powers(decay, T, read.dtype))
+        o = o + damp_reads(q @ initial_state, decay)
     final_state = None
     if output_final_state:
-        keys = k if decay is None else k * write_powers(decay, T, k.dtype)
-        final_state = keys.mT @ v
+        final_state = damp_writes(k, decay).mT @ v
         if initial_state is not None:
-            carried = (
-                initial_state
-                if decay is None
-                else initial_state * total_decay(decay, T, initial_state.dtype)
-            )
-            final_state = final_state + carried
+            final_state = final_state + carry(initial_state, decay, T, initial_state.dtype)
     return o, final_state

@@ -15,7 +15,13 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from bdh.ops.attention.damping import decay_matrix, read_powers, total_decay, write_powers
+from bdh.ops.attention.damping import (
+    carry,
+    damp_reads,
+    damp_writes,
+    decay_matrix,
+    write_powers,
+)
 
 
 def _scores(qk: Tensor, decay: Tensor | None) -> Tensor:
@@ -47,19 +53,12 @@ def _forward(
     scores = _scores(qk, decay)
     out = _apply(scores, v)
     if initial_state is not None:
-        read = torch.matmul(qk, initial_state)
-        out = out + (read if decay is None else read * read_powers(decay, T, read.dtype))
+        out = out + damp_reads(torch.matmul(qk, initial_state), decay)
     final = None
     if output_final_state:
-        keys = qk if decay is None else qk * write_powers(decay, T, qk.dtype)
-        final = torch.matmul(keys.mT, v)
+        final = torch.matmul(damp_writes(qk, decay).mT, v)
         if initial_state is not None:
-            carried = (
-                initial_state
-                if decay is None
-                else initial_state * total_decay(decay, T, final.dtype)
-            )
-            final = final + carried
+            final = final + carry(initial_state, decay, T, final.dtype)
     return out, final, scores
 
 
@@ -105,7 +104,7 @@ class _SharedQKAttention(torch.autograd.Function):
                     grad_v = torch.matmul(scores.mT, grad_out)
             if s0 is not None and (need_qk or need_s0):
                 # o += U^t qk_t S_0
-                g_read = grad_out if decay is None else grad_out * read_powers(decay, T, dtype)
+                g_read = damp_reads(grad_out, decay)
                 if need_qk:
                     grad_qk = _add(grad_qk, torch.matmul(g_read, s0.to(dtype).mT))
                 if need_s0:
@@ -122,8 +121,7 @@ class _SharedQKAttention(torch.autograd.Function):
                 term = torch.matmul(keys, g_final)  # B, H, T, D
                 grad_v = _add(grad_v, term.sum(1, keepdim=True) if shared_v else term)
             if s0 is not None and need_s0:
-                carried = g_final if decay is None else g_final * total_decay(decay, T, dtype)
-                grad_s0 = _add(grad_s0, carried)
+                grad_s0 = _add(grad_s0, carry(g_final, decay, T, dtype))
         return (
             None if grad_qk is None else grad_qk.to(qk.dtype),
             None if grad_v is None else grad_v.to(v.dtype),
@@ -141,15 +139,9 @@ def causal_linear_attention_parallel(
     decay: Tensor | None = None,
 ) -> tuple[Tensor, Tensor | None]:
     """o_t = U^t qk_t S_0 + sum_{s<t} U^(t-1-s) (qk_t . qk_s) v_s: the strictly causal form
-    BDH uses (keys = queries; U = 1 and S_0 = 0 unless given).
-
-    Args:
-        qk: [B, H, T, N] rotated sparse activations, both queries and keys.
-        v: [B, H or 1, T, D]; a single value head is shared by all heads.
-        initial_state: [B, H, N, D]; decay: [H or 1] fixed factors in (0, 1] (no gradient).
-    Returns:
-        o: [B, H, T, D]; final state [B, H, N, D] when output_final_state. Memory
-        O(B H T^2): use the chunked form for long T.
+    BDH uses. Arguments, shapes and results as in `causal_linear_attention_naive` with
+    q = k = qk (BDH's rotated sparse activations); no gradient flows to `decay`. Memory
+    O(B H T^2): use the chunked form for long T.
     """
     tensors = (qk, v) if initial_state is None else (qk, v, initial_state)
     if torch.is_grad_enabled() and any(t.requires_grad for t in tensors):
