@@ -40,13 +40,8 @@ class CarriedState:
         micro: int,
         device: torch.device,
     ):
-        self.model, self.schedule, self.info, self.micro, self.device = (
-            model,
-            schedule,
-            info,
-            micro,
-            device,
-        )
+        self.model, self.schedule, self.info = model, schedule, info
+        self.micro, self.device = micro, device
         self.rows_per_rank = schedule.batch_size // info.world_size
         self.dtype = next(model.parameters()).dtype
         self.states: list[Any] = [None] * (self.rows_per_rank // micro)
@@ -61,10 +56,9 @@ class CarriedState:
 
     def end(self, index: int, state: Any) -> None:
         """Keep the state a micro-batch ended with, cut from its graph, in the weights' dtype
-        (autocast may hand it back in a lower precision) and contiguous: a state loaded from
-        a checkpoint is, and a kernel may round differently on other strides."""
+        (autocast may hand it back in a lower precision)."""
         self.states[index] = dataclasses.replace(
-            state, **{k: v.detach().to(self.dtype).contiguous() for k, v in _tensors(state).items()}
+            state, **{k: v.detach().to(self.dtype) for k, v in _tensors(state).items()}
         )
 
     # ---- checkpoints ---------------------------------------------------------------
