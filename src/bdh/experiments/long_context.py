@@ -88,7 +88,7 @@ class LongContextSettings:
     def train_config(self, name: str) -> Any:
         from bdh.train import TrainConfig
 
-        options = {k: v for k, v in RUNS[name][1].items()}
+        options = dict(RUNS[name][1])
         overrides = dict(options.pop("model_overrides", {}))
         if "damping" in overrides:
             overrides["damping"] = self.damping
