@@ -65,7 +65,8 @@ def generate(
 @checkpoint_argument
 @click.option("--data", default=None, help="Corpus file, directory or name (default: bundled tiny Shakespeare).")
 @click.option("--split", type=click.Choice(["val", "train"]), default="val", show_default=True)
-@click.option("--block-size", type=click.IntRange(min=1), default=256, show_default=True, help="Tokens per window.")
+@click.option("--block-size", type=click.IntRange(min=1), default=None,
+              help="Tokens per window (default: the run's training block size, else 256).")  # fmt: skip
 @click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True, help="Windows per forward pass.")
 @click.option("--max-tokens", type=click.IntRange(min=1), default=None, help="Evaluate at most this many tokens.")
 @click.option(
@@ -87,7 +88,7 @@ def generate(
 @click.option("--force", is_flag=True, help="Overwrite the --json and --plot files if they exist.")
 @device_option
 def evaluate(
-    checkpoint: Path, data: str | None, split: str, block_size: int, batch_size: int,
+    checkpoint: Path, data: str | None, split: str, block_size: int | None, batch_size: int,
     max_tokens: int | None, whole: bool, by_position: bool, length: int | None, sequences: int,
     append_specs: tuple[str, ...], repeat: bool, json_path: Path | None, plot_path: Path | None,
     force: bool, device: str,
@@ -130,13 +131,42 @@ def evaluate(
         result = score_sequence(model, tokens, tokenizer, max_tokens)
         how = "as one sequence"
     else:
+        if block_size is None:
+            block_size, origin = _training_block_size(checkpoint)
+        else:
+            origin = "--block-size"
         corpus.check_block_size(block_size)
         result = run_eval(model, tokens, tokenizer, block_size, batch_size, max_tokens)
-        how = f"in windows of {block_size}"
+        how = f"in windows of {block_size} ({origin})"
     print(
         f"{split} loss {result.loss:.4f} | bits per byte {result.bits_per_byte:.4f} | "
         f"{result.tokens} tokens of {corpus.source} {how}"
     )
+
+
+DEFAULT_EVAL_BLOCK_SIZE = 256
+
+
+def _training_block_size(checkpoint: Path) -> tuple[int, str]:
+    """The block size the run of `checkpoint` trained at, and where it was read; the run's
+    train_config.json sits in the checkpoint directory or two levels up (RUN/checkpoints/step_N)."""
+    import json
+
+    from bdh.errors import CheckpointError
+    from bdh.train.state import TRAIN_CONFIG_FILE
+
+    for run_dir in (checkpoint, checkpoint.parent.parent):
+        path = run_dir / TRAIN_CONFIG_FILE
+        if not path.is_file():
+            continue
+        try:
+            block_size = json.loads(path.read_text())["block_size"]
+        except (OSError, ValueError, KeyError, TypeError):
+            raise CheckpointError(f"run config {path} is corrupt: no block_size") from None
+        if not isinstance(block_size, int) or block_size < 1:
+            raise CheckpointError(f"run config {path} is corrupt: block_size {block_size!r}")
+        return block_size, f"the training block size, from {path}"
+    return DEFAULT_EVAL_BLOCK_SIZE, "the default; no train_config.json beside the checkpoint"
 
 
 def _check_outputs(paths: list[Path | None], force: bool) -> None:
