@@ -62,11 +62,32 @@ def test_eval_prints_loss_and_bits_per_byte(byte_ckpt, capsys) -> None:
     assert code == 0 and "3000 tokens" in out and "as one sequence" in out
 
 
+def test_temperature_zero_is_greedy(byte_ckpt, capsys) -> None:
+    greedy = run_cli(["generate", str(byte_ckpt), "-p", "ab", "-n", "12", "--greedy"], capsys)
+    assert greedy[0] == 0
+    for seed in ("1", "2"):
+        args = ["generate", str(byte_ckpt), "-p", "ab", "-n", "12", "--temperature", "0", "--seed", seed]
+        assert run_cli(args, capsys) == greedy
+    code, out, _ = run_cli(["generate", "--help"], capsys)
+    assert code == 0 and "0 means greedy" in " ".join(out.split())
+
+
+def test_stop_reads_backslash_escapes(char_ckpt, capsys) -> None:
+    from bdh.cli.inference import unescape
+
+    assert unescape(r"a\nb\tc\\n\q") == "a\nb\tc\\n\\q"
+    args = ["generate", str(char_ckpt), "-p", "a", "-n", "200", "--seed", "3"]
+    code, full, _ = run_cli(args, capsys)
+    generated = full[1:-1]  # the prompt, then the text, then a newline
+    assert code == 0 and "\n" in generated
+    code, stopped, _ = run_cli([*args, "--stop", r"\n"], capsys)  # as typed in a shell: '\n'
+    assert code == 0 and stopped == "a" + generated[: generated.index("\n")] + "\n"
+
+
 @pytest.mark.parametrize(
     ("args", "needle"),
     [
         (["generate", "{byte}", "-p", ""], "prompt is empty"),
-        (["generate", "{byte}", "--temperature", "0"], "--temperature"),
         (["generate", "{byte}", "--temperature", "-1"], "--temperature"),
         (["generate", "{byte}", "--top-p", "0"], "--top-p"),
         (["generate", "{byte}", "--top-p", "1.01"], "--top-p"),

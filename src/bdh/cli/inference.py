@@ -26,12 +26,14 @@ device_option = click.option("--device", default="cpu", show_default=True, help=
 @checkpoint_argument
 @click.option("--prompt", "-p", multiple=True, default=["\n"], show_default=False, help="Prompt text; repeat for a batch (default: a newline).")
 @click.option("--max-new-tokens", "-n", type=click.IntRange(min=0), default=500, show_default=True, help="Tokens to generate.")
-@click.option("--temperature", type=click.FloatRange(0, min_open=True), default=1.0, show_default=True, help="Sampling temperature (> 0).")
+@click.option("--temperature", type=click.FloatRange(0), default=1.0, show_default=True,
+              help="Sampling temperature; 0 means greedy (as in transformers), like --greedy.")  # fmt: skip
 @click.option("--top-k", type=click.IntRange(min=1), default=None, help="Keep the k most likely tokens.")
 @click.option("--top-p", type=click.FloatRange(0, 1, min_open=True), default=None, help="Nucleus sampling mass in (0, 1].")
 @click.option("--greedy", is_flag=True, help="Always take the most likely token.")
 @click.option("--seed", type=int, default=None, help="Seed for reproducible sampling.")
-@click.option("--stop", default=None, help="Stop before this string appears.")
+@click.option("--stop", default=None,
+              help="Stop before this string appears; \\n, \\t, \\r and \\\\ are read as escapes.")  # fmt: skip
 @device_option
 def generate(
     checkpoint: Path, prompt: tuple[str, ...], max_new_tokens: int, temperature: float,
@@ -43,7 +45,11 @@ def generate(
     from bdh.errors import BDHError
     from bdh.generate import SamplingConfig, generate_text, stream_text
 
+    if temperature == 0:
+        greedy, temperature = True, 1.0
     sampling = SamplingConfig(temperature=temperature, top_k=top_k, top_p=top_p, greedy=greedy)
+    if stop is not None:
+        stop = unescape(stop)
     if any(not p for p in prompt):
         raise BDHError("the prompt is empty: give at least one character")
     model, tokenizer = load_checkpoint(checkpoint, resolve_device(device))
@@ -59,6 +65,16 @@ def generate(
     texts = generate_text(model, tokenizer, list(prompt), max_new_tokens, sampling, seed, stop)
     for i, (p, text) in enumerate(zip(prompt, texts)):
         sys.stdout.write(f"--- [{i}]\n{p}{text}\n")
+
+
+ESCAPES = {"n": "\n", "t": "\t", "r": "\r", "\\": "\\"}
+
+
+def unescape(text: str) -> str:
+    """Read the backslash escapes of ESCAPES in `text`; any other backslash stays as typed."""
+    import re
+
+    return re.sub(r"\\(.)", lambda m: ESCAPES.get(m.group(1), m.group(0)), text)
 
 
 @app.command("eval")
