@@ -143,3 +143,50 @@ def test_help_lists_commands(capsys) -> None:
     assert code == 0
     for command in ("generate", "eval", "convert"):
         assert command in out
+
+
+# Run in a fresh interpreter: delays the first import of torch (printing a marker first),
+# then starts the CLI the way the console script of pyproject.toml, or `python -m bdh`, does.
+SLOW_TORCH_IMPORT = """
+import builtins, signal, sys, time
+signal.signal(signal.SIGINT, signal.default_int_handler)
+real_import = builtins.__import__
+def slow_import(name, *args, **kwargs):
+    if name == "torch" and "torch" not in sys.modules:
+        print("importing torch", file=sys.stderr, flush=True)
+        time.sleep(60)
+    return real_import(name, *args, **kwargs)
+builtins.__import__ = slow_import
+"""
+
+
+def _console_script() -> str:
+    from pathlib import Path
+
+    import tomllib
+
+    pyproject = Path(__file__).resolve().parents[1] / "pyproject.toml"
+    module, function = tomllib.loads(pyproject.read_text())["project"]["scripts"]["bdh"].split(":")
+    return f"import importlib\nsys.exit(getattr(importlib.import_module({module!r}), {function!r})())"
+
+
+@pytest.mark.parametrize(
+    "start",
+    [_console_script(), "import runpy\nrunpy.run_module('bdh', run_name='__main__', alter_sys=True)"],
+    ids=["console-script", "python-m"],
+)
+def test_ctrl_c_while_importing_exits_130_without_traceback(start, tmp_path) -> None:
+    import signal
+
+    proc = subprocess.Popen(
+        [sys.executable, "-c", SLOW_TORCH_IMPORT + start, "generate", str(tmp_path / "missing")],
+        stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert proc.stderr.readline() == "importing torch\n"
+        proc.send_signal(signal.SIGINT)
+        err = proc.stderr.read()
+        assert proc.wait(timeout=60) == 130, err
+    finally:
+        proc.kill()
+    assert "Traceback" not in err and err.strip() == "error: interrupted"
