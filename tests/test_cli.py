@@ -161,12 +161,11 @@ builtins.__import__ = slow_import
 
 
 def _console_script() -> str:
+    import re
     from pathlib import Path
 
-    import tomllib
-
-    pyproject = Path(__file__).resolve().parents[1] / "pyproject.toml"
-    module, function = tomllib.loads(pyproject.read_text())["project"]["scripts"]["bdh"].split(":")
+    pyproject = (Path(__file__).resolve().parents[1] / "pyproject.toml").read_text()
+    module, function = re.search(r'^bdh = "([\w.]+):(\w+)"$', pyproject, re.M).groups()
     return f"import importlib\nsys.exit(getattr(importlib.import_module({module!r}), {function!r})())"
 
 
