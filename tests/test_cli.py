@@ -62,11 +62,32 @@ def test_eval_prints_loss_and_bits_per_byte(byte_ckpt, capsys) -> None:
     assert code == 0 and "3000 tokens" in out and "as one sequence" in out
 
 
+def test_temperature_zero_is_greedy(byte_ckpt, capsys) -> None:
+    greedy = run_cli(["generate", str(byte_ckpt), "-p", "ab", "-n", "12", "--greedy"], capsys)
+    assert greedy[0] == 0
+    for seed in ("1", "2"):
+        args = ["generate", str(byte_ckpt), "-p", "ab", "-n", "12", "--temperature", "0", "--seed", seed]
+        assert run_cli(args, capsys) == greedy
+    code, out, _ = run_cli(["generate", "--help"], capsys)
+    assert code == 0 and "0 means greedy" in " ".join(out.split())
+
+
+def test_stop_reads_backslash_escapes(char_ckpt, capsys) -> None:
+    from bdh.cli.inference import unescape
+
+    assert unescape(r"a\nb\tc\\n\q") == "a\nb\tc\\n\\q"
+    args = ["generate", str(char_ckpt), "-p", "a", "-n", "200", "--seed", "3"]
+    code, full, _ = run_cli(args, capsys)
+    generated = full[1:-1]  # the prompt, then the text, then a newline
+    assert code == 0 and "\n" in generated
+    code, stopped, _ = run_cli([*args, "--stop", r"\n"], capsys)  # as typed in a shell: '\n'
+    assert code == 0 and stopped == "a" + generated[: generated.index("\n")] + "\n"
+
+
 @pytest.mark.parametrize(
     ("args", "needle"),
     [
         (["generate", "{byte}", "-p", ""], "prompt is empty"),
-        (["generate", "{byte}", "--temperature", "0"], "--temperature"),
         (["generate", "{byte}", "--temperature", "-1"], "--temperature"),
         (["generate", "{byte}", "--top-p", "0"], "--top-p"),
         (["generate", "{byte}", "--top-p", "1.01"], "--top-p"),
@@ -122,3 +143,49 @@ def test_help_lists_commands(capsys) -> None:
     assert code == 0
     for command in ("generate", "eval", "convert"):
         assert command in out
+
+
+# Run in a fresh interpreter: delays the first import of torch (printing a marker first),
+# then starts the CLI the way the console script of pyproject.toml, or `python -m bdh`, does.
+SLOW_TORCH_IMPORT = """
+import builtins, signal, sys, time
+signal.signal(signal.SIGINT, signal.default_int_handler)
+real_import = builtins.__import__
+def slow_import(name, *args, **kwargs):
+    if name == "torch" and "torch" not in sys.modules:
+        print("importing torch", file=sys.stderr, flush=True)
+        time.sleep(60)
+    return real_import(name, *args, **kwargs)
+builtins.__import__ = slow_import
+"""
+
+
+def _console_script() -> str:
+    import re
+    from pathlib import Path
+
+    pyproject = (Path(__file__).resolve().parents[1] / "pyproject.toml").read_text()
+    module, function = re.search(r'^bdh = "([\w.]+):(\w+)"$', pyproject, re.M).groups()
+    return f"import importlib\nsys.exit(getattr(importlib.import_module({module!r}), {function!r})())"
+
+
+@pytest.mark.parametrize(
+    "start",
+    [_console_script(), "import runpy\nrunpy.run_module('bdh', run_name='__main__', alter_sys=True)"],
+    ids=["console-script", "python-m"],
+)
+def test_ctrl_c_while_importing_exits_130_without_traceback(start, tmp_path) -> None:
+    import signal
+
+    proc = subprocess.Popen(
+        [sys.executable, "-c", SLOW_TORCH_IMPORT + start, "generate", str(tmp_path / "missing")],
+        stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert proc.stderr.readline() == "importing torch\n"
+        proc.send_signal(signal.SIGINT)
+        err = proc.stderr.read()
+        assert proc.wait(timeout=60) == 130, err
+    finally:
+        proc.kill()
+    assert "Traceback" not in err and err.strip() == "error: interrupted"

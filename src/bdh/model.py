@@ -28,7 +28,7 @@ from bdh.config import BDHConfig
 from bdh.errors import BDHError
 from bdh.generate import GenerateMixin
 from bdh.ops.attention import causal_linear_attention, shared_qk_attention, shared_qk_step
-from bdh.ops.rope import apply_rope_phasors, rope_frequencies, rope_phasors
+from bdh.ops.rope import HALF_DTYPES, apply_rope_phasors, rope_frequencies, rope_phasors
 from bdh.registry import NO_METRICS, PlasticSite, Probe, RecurrentState
 
 # Prompts are prefilled this many tokens at a time, so memory does not grow with T.
@@ -81,6 +81,9 @@ class RotaryLinearAttention(nn.Module):
         parallel calls grow the cache, so decoding far past it keeps memory flat.
         """
         freqs = self.freqs.view(-1)
+        # A model cast to bf16/fp16 has freqs without the digits the phases need.
+        if freqs.dtype in HALF_DTYPES:
+            freqs = rope_frequencies(freqs.numel()).to(freqs.device)
         cache = self._phasor_cache
         if cache is not None and (cache.real.dtype != freqs.dtype or cache.device != freqs.device):
             cache = self._phasor_cache = None
@@ -270,11 +273,17 @@ class BDH(GenerateMixin, nn.Module):
     def step(
         self, tokens: Tensor, state: BDHState, differentiable: bool = False
     ) -> tuple[Tensor, BDHState]:
-        """Consume one token per sequence, tokens [B] -> logits [B, vocab].
+        """Consume one token per sequence, tokens [B] (or [B, 1]) -> logits [B, vocab].
 
         `differentiable` runs `forward` on the one-token window instead (autograd, no
         in-place update), like `prefill`.
         """
+        if tokens.dim() == 2 and tokens.shape[1] == 1:
+            tokens = tokens[:, 0]
+        if tokens.dim() != 1:
+            raise BDHError(
+                f"step takes one token per sequence, shape [B] or [B, 1]; got {list(tokens.shape)}"
+            )
         if differentiable:
             with torch.enable_grad():
                 logits, _, state = self.forward(tokens[:, None], None, state)

@@ -44,3 +44,25 @@ def test_analyze_errors_are_one_line(tmp_path, bdh_checkpoint, gpt_checkpoint, c
             assert done.code != 0
         err = capsys.readouterr().err.strip()
         assert err.startswith("error: ") and "\n" not in err
+
+
+def test_analyze_defaults_its_output_and_refuses_an_existing_one(
+    bdh_checkpoint, tmp_path, monkeypatch, capsys
+):
+    monkeypatch.chdir(tmp_path)
+    args = ["analyze", str(bdh_checkpoint), "--text", "Hear me.", "--lengths", "8"]
+    for expected in (0, 1, 0):
+        try:
+            main(args)
+            code = 0
+        except SystemExit as done:
+            code = done.code
+        err = capsys.readouterr().err.strip()
+        assert code == expected, err
+        if expected:
+            assert err.splitlines() == [
+                f"error: output directory 'runs/analysis/{bdh_checkpoint.name}' already exists; "
+                "use --force to replace it"
+            ]
+            args.append("--force")
+        assert (tmp_path / "runs" / "analysis" / bdh_checkpoint.name / "analysis.json").is_file()

@@ -106,3 +106,23 @@ def test_reuse_loads_a_run_with_the_same_config(tmp_path):
     assert not _reusable(result, {**cfg, "steps": 3}, run_dir)
     assert not _reusable(result, cfg, tmp_path / "missing")
     assert not _reusable(None, cfg, run_dir)
+
+
+def test_cli_refuses_an_existing_report_directory_without_force(tmp_path, capsys):
+    from bdh.cli import main
+    from bdh.cli.compare import compare
+
+    out = tmp_path / "report"
+    out.mkdir()
+    (out / "report.md").write_text("committed report\n")
+    with pytest.raises(SystemExit) as done:
+        main(["compare", "--models", "gpt-backprop", "--out", str(out)])
+    assert done.value.code != 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "already exists; use --force" in err[0]
+    assert (out / "report.md").read_text() == "committed report\n"
+    with pytest.raises(SystemExit):
+        main(["compare", "--models", "gpt-backprop", "--out", str(out), "--reuse", "--force"])
+    assert "contradict" in capsys.readouterr().err
+    default = next(p.default for p in compare.params if p.name == "out_dir")
+    assert default == CompareSettings().out_dir and not default.startswith("docs")

@@ -110,3 +110,28 @@ def test_sigint_saves_a_checkpoint_that_resumes(tmp_path, capsys):
 def test_plot_without_metrics_is_a_one_line_error(tmp_path, capsys):
     code, _, err = run_cli(["plot", str(Path(tmp_path) / "nothing")], capsys)
     assert code == 1 and err.startswith("error: no metrics.jsonl")
+
+
+def test_eval_defaults_to_the_training_block_size(tmp_path, capsys):
+    out = tmp_path / "run"
+    args = ["train", *TINY_FLAGS, "--steps", "2", "--checkpoint-every", "2", "--out", str(out)]
+    assert run_cli(args, capsys)[0] == 0
+    step = list_checkpoints(out)[-1]
+    for ckpt in (out, step):
+        code, text, err = run_cli(["eval", str(ckpt), "--max-tokens", "256"], capsys)
+        assert code == 0, err
+        assert "in windows of 16 (the training block size" in text
+        explicit = run_cli(["eval", str(ckpt), "--max-tokens", "256", "--block-size", "16"], capsys)
+        assert explicit[1].split("|")[0] == text.split("|")[0]  # the same loss
+    loose = tmp_path / "loose"
+    loose.mkdir()
+    for name in ("model.safetensors", "config.json", "tokenizer.json"):
+        (loose / name).write_bytes((out / name).read_bytes())
+    code, text, err = run_cli(["eval", str(loose), "--max-tokens", "512"], capsys)
+    assert code == 0, err
+    assert "in windows of 256 (the default" in text
+    (out / "train_config.json").write_text("{not json")
+    code, _, err = run_cli(["eval", str(out), "--max-tokens", "256"], capsys)
+    assert code == 1 and err.strip().splitlines() == [
+        f"error: run config {out / 'train_config.json'} is corrupt: no block_size"
+    ]

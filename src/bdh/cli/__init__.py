@@ -19,8 +19,13 @@ COMMAND_MODULES = [
     "bdh.cli.inference",
     "bdh.cli.train",
 ]
-for _name in COMMAND_MODULES:
-    importlib.import_module(_name)
+
+
+def register_commands() -> click.Group:
+    """Import the command modules (once) and return the group holding their commands."""
+    for name in COMMAND_MODULES:
+        importlib.import_module(name)
+    return app
 
 
 def fail(message: str, code: int = 1) -> None:
@@ -29,8 +34,10 @@ def fail(message: str, code: int = 1) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
+    # Ctrl-C lands anywhere from the first import on: the commands are imported here, and
+    # `import bdh` loads nothing heavy, so an early interrupt is caught like a late one.
     try:
-        app.main(args=argv, prog_name="bdh", standalone_mode=False)
+        register_commands().main(args=argv, prog_name="bdh", standalone_mode=False)
     except click.exceptions.Exit as done:
         sys.exit(done.exit_code)
     except click.ClickException as err:

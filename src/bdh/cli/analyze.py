@@ -8,6 +8,7 @@ import click
 
 from bdh.cli.group import app
 
+DEFAULT_OUT_ROOT = Path("runs/analysis")
 DEFAULT_TEXT = "First Citizen:\nBefore we proceed any further, hear me speak.\n"
 
 
@@ -15,8 +16,11 @@ DEFAULT_TEXT = "First Citizen:\nBefore we proceed any further, hear me speak.\n"
 @click.argument("checkpoint", type=click.Path(path_type=Path))
 @click.option("--text", "-t", default=DEFAULT_TEXT, show_default=True,
               help="Prompt whose activity and state are analysed.")  # fmt: skip
-@click.option("--out", "-o", "out_dir", type=click.Path(path_type=Path), required=True,
-              help="Directory for analysis.json and the PNG figures.")  # fmt: skip
+@click.option("--out", "-o", "out_dir", type=click.Path(path_type=Path), default=None,
+              help="Directory for analysis.json and the PNG figures (default: "
+                   "runs/analysis/NAME, NAME the checkpoint's directory name); refused if it "
+                   "holds files, unless --force.")  # fmt: skip
+@click.option("--force", is_flag=True, help="Replace an existing output directory.")
 @click.option("--baseline", type=click.Path(path_type=Path), default=None,
               help="Transformer checkpoint to compare activity and memory with.")  # fmt: skip
 @click.option("--groups", "groups_file", type=click.Path(path_type=Path), default=None,
@@ -35,8 +39,9 @@ DEFAULT_TEXT = "First Citizen:\nBefore we proceed any further, hear me speak.\n"
               help="Torch CPU threads. The analyses are many small ops, which more threads "
                    "slow down on a busy machine.")  # fmt: skip
 def analyze(
-    checkpoint: Path, text: str, out_dir: Path, baseline: Path | None, groups_file: Path | None,
-    layer: int, head: int, lengths: str, synapses: bool, device: str, threads: int,
+    checkpoint: Path, text: str, out_dir: Path | None, force: bool, baseline: Path | None,
+    groups_file: Path | None, layer: int, head: int, lengths: str, synapses: bool, device: str,
+    threads: int,
 ) -> None:  # fmt: skip
     """Analyse a BDH CHECKPOINT: sparsity, state rho, neuron graph, monosemanticity, memory."""
     import json
@@ -47,6 +52,7 @@ def analyze(
     from bdh.checkpoint import load_checkpoint
     from bdh.device import resolve_device
     from bdh.errors import BDHError
+    from bdh.experiments.report import ReportDir
 
     torch.set_num_threads(threads)
 
@@ -67,6 +73,9 @@ def analyze(
     device = str(resolve_device(device))
     model, tokenizer = load_checkpoint(checkpoint, device)
     base = load_checkpoint(baseline, device)[0] if baseline is not None else None
+    if out_dir is None:
+        out_dir = DEFAULT_OUT_ROOT / checkpoint.resolve().name
+    ReportDir(out_dir, force)  # refuse an existing report before the analyses run
     result = analyze_model(
         model, tokenizer, text, base, groups, layer, head, token_lengths, synapses
     )

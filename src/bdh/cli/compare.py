@@ -15,8 +15,10 @@ def _int_list(ctx: click.Context, param: click.Parameter, value: str) -> list[in
 
 
 @app.command()
-@click.option("--out", "out_dir", default="docs/compare", show_default=True,
-              help="Report directory (runs go in OUT/runs).")  # fmt: skip
+@click.option("--out", "out_dir", default="runs/compare", show_default=True,
+              help="Report directory (runs go in OUT/runs); refused if it holds files, "
+                   "unless --force or --reuse.")  # fmt: skip
+@click.option("--force", is_flag=True, help="Replace an existing report directory.")
 @click.option("--models", default="gpt-backprop,bdh-backprop,bdh-hybrid,bdh-hebbian,neuro-backprop",
               show_default=True, help="Comma-separated entries.")  # fmt: skip
 @click.option("--steps", type=click.IntRange(min=1), default=200, show_default=True,
@@ -37,10 +39,10 @@ def _int_list(ctx: click.Context, param: click.Parameter, value: str) -> list[in
               help="Torch threads per training process.")  # fmt: skip
 @click.option("--device", default="cpu", show_default=True)
 @click.option("--reuse", is_flag=True,
-              help="Load runs in OUT/runs already trained with the same config "
-                   "instead of retraining.")  # fmt: skip
+              help="Keep an existing OUT and load its runs already trained with the "
+                   "same config instead of retraining.")  # fmt: skip
 def compare(
-    out_dir: str, models: str, steps: int, batch_size: int, block_size: int, lr: float,
+    out_dir: str, force: bool, models: str, steps: int, batch_size: int, block_size: int, lr: float,
     hebbian_lr: float, seed: int, data: str | None, tokenizer: str, eval_every: int,
     eval_tokens: int, contexts: list[int], threads: int | None, device: str, reuse: bool,
 ) -> None:  # fmt: skip
@@ -53,7 +55,7 @@ def compare(
         data=data, tokenizer=tokenizer, eval_every=eval_every, eval_tokens=eval_tokens,
         device=device, threads=threads, contexts=contexts, reuse=reuse,
     )  # fmt: skip
-    report = run_compare(settings)
+    report = run_compare(settings, force=force)
     for row in report["summary"]:
         loss = row["final_val_loss"]
         click.echo(

@@ -26,12 +26,14 @@ device_option = click.option("--device", default="cpu", show_default=True, help=
 @checkpoint_argument
 @click.option("--prompt", "-p", multiple=True, default=["\n"], show_default=False, help="Prompt text; repeat for a batch (default: a newline).")
 @click.option("--max-new-tokens", "-n", type=click.IntRange(min=0), default=500, show_default=True, help="Tokens to generate.")
-@click.option("--temperature", type=click.FloatRange(0, min_open=True), default=1.0, show_default=True, help="Sampling temperature (> 0).")
+@click.option("--temperature", type=click.FloatRange(0), default=1.0, show_default=True,
+              help="Sampling temperature; 0 means greedy (as in transformers), like --greedy.")  # fmt: skip
 @click.option("--top-k", type=click.IntRange(min=1), default=None, help="Keep the k most likely tokens.")
 @click.option("--top-p", type=click.FloatRange(0, 1, min_open=True), default=None, help="Nucleus sampling mass in (0, 1].")
 @click.option("--greedy", is_flag=True, help="Always take the most likely token.")
 @click.option("--seed", type=int, default=None, help="Seed for reproducible sampling.")
-@click.option("--stop", default=None, help="Stop before this string appears.")
+@click.option("--stop", default=None,
+              help="Stop before this string appears; \\n, \\t, \\r and \\\\ are read as escapes.")  # fmt: skip
 @device_option
 def generate(
     checkpoint: Path, prompt: tuple[str, ...], max_new_tokens: int, temperature: float,
@@ -43,7 +45,11 @@ def generate(
     from bdh.errors import BDHError
     from bdh.generate import SamplingConfig, generate_text, stream_text
 
+    if temperature == 0:
+        greedy, temperature = True, 1.0
     sampling = SamplingConfig(temperature=temperature, top_k=top_k, top_p=top_p, greedy=greedy)
+    if stop is not None:
+        stop = unescape(stop)
     if any(not p for p in prompt):
         raise BDHError("the prompt is empty: give at least one character")
     model, tokenizer = load_checkpoint(checkpoint, resolve_device(device))
@@ -61,11 +67,22 @@ def generate(
         sys.stdout.write(f"--- [{i}]\n{p}{text}\n")
 
 
+ESCAPES = {"n": "\n", "t": "\t", "r": "\r", "\\": "\\"}
+
+
+def unescape(text: str) -> str:
+    """Read the backslash escapes of ESCAPES in `text`; any other backslash stays as typed."""
+    import re
+
+    return re.sub(r"\\(.)", lambda m: ESCAPES.get(m.group(1), m.group(0)), text)
+
+
 @app.command("eval")
 @checkpoint_argument
 @click.option("--data", default=None, help="Corpus file, directory or name (default: bundled tiny Shakespeare).")
 @click.option("--split", type=click.Choice(["val", "train"]), default="val", show_default=True)
-@click.option("--block-size", type=click.IntRange(min=1), default=256, show_default=True, help="Tokens per window.")
+@click.option("--block-size", type=click.IntRange(min=1), default=None,
+              help="Tokens per window (default: the run's training block size, else 256).")  # fmt: skip
 @click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True, help="Windows per forward pass.")
 @click.option("--max-tokens", type=click.IntRange(min=1), default=None, help="Evaluate at most this many tokens.")
 @click.option(
@@ -87,7 +104,7 @@ def generate(
 @click.option("--force", is_flag=True, help="Overwrite the --json and --plot files if they exist.")
 @device_option
 def evaluate(
-    checkpoint: Path, data: str | None, split: str, block_size: int, batch_size: int,
+    checkpoint: Path, data: str | None, split: str, block_size: int | None, batch_size: int,
     max_tokens: int | None, whole: bool, by_position: bool, length: int | None, sequences: int,
     append_specs: tuple[str, ...], repeat: bool, json_path: Path | None, plot_path: Path | None,
     force: bool, device: str,
@@ -130,13 +147,42 @@ def evaluate(
         result = score_sequence(model, tokens, tokenizer, max_tokens)
         how = "as one sequence"
     else:
+        if block_size is None:
+            block_size, origin = _training_block_size(checkpoint)
+        else:
+            origin = "--block-size"
         corpus.check_block_size(block_size)
         result = run_eval(model, tokens, tokenizer, block_size, batch_size, max_tokens)
-        how = f"in windows of {block_size}"
+        how = f"in windows of {block_size} ({origin})"
     print(
         f"{split} loss {result.loss:.4f} | bits per byte {result.bits_per_byte:.4f} | "
         f"{result.tokens} tokens of {corpus.source} {how}"
     )
+
+
+DEFAULT_EVAL_BLOCK_SIZE = 256
+
+
+def _training_block_size(checkpoint: Path) -> tuple[int, str]:
+    """The block size the run of `checkpoint` trained at, and where it was read; the run's
+    train_config.json sits in the checkpoint directory or two levels up (RUN/checkpoints/step_N)."""
+    import json
+
+    from bdh.errors import CheckpointError
+    from bdh.train.state import TRAIN_CONFIG_FILE
+
+    for run_dir in (checkpoint, checkpoint.parent.parent):
+        path = run_dir / TRAIN_CONFIG_FILE
+        if not path.is_file():
+            continue
+        try:
+            block_size = json.loads(path.read_text())["block_size"]
+        except (OSError, ValueError, KeyError, TypeError):
+            raise CheckpointError(f"run config {path} is corrupt: no block_size") from None
+        if not isinstance(block_size, int) or block_size < 1:
+            raise CheckpointError(f"run config {path} is corrupt: block_size {block_size!r}")
+        return block_size, f"the training block size, from {path}"
+    return DEFAULT_EVAL_BLOCK_SIZE, "the default; no train_config.json beside the checkpoint"
 
 
 def _check_outputs(paths: list[Path | None], force: bool) -> None:

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from bdh.errors import ConfigError
-from bdh.experiments.report import cpu_name
+from bdh.experiments.report import ReportDir, cpu_name
 
 
 @dataclass
@@ -61,7 +61,7 @@ SEED002_COLUMNS = (
 
 @dataclass
 class CompareSettings:
-    out_dir: str = "docs/compare"
+    out_dir: str = "runs/compare"
     entries: list[str] = field(default_factory=lambda: list(DEFAULT_ENTRIES))
     steps: int = 200
     batch_size: int = 16
@@ -225,17 +225,23 @@ def _reusable(old: dict[str, Any] | None, train_config: dict[str, Any], run_dir:
     )
 
 
-def run_compare(settings: CompareSettings) -> dict[str, Any]:
+def run_compare(settings: CompareSettings, force: bool = False) -> dict[str, Any]:
     """Train every entry (one fresh process each), write the report, return its data.
 
-    With `settings.reuse`, an entry whose run in OUT/runs has the same training config as
-    in the previous OUT/report.json is loaded instead of trained: its training metrics
-    and peak memory come from that report, the post-training measurements are redone.
+    An existing non-empty OUT is refused unless `force` (then emptied first) or
+    `settings.reuse`: an entry whose run in OUT/runs has the same training config as
+    in the previous OUT/report.json is then loaded instead of trained: its training
+    metrics and peak memory come from that report, the post-training measurements are redone.
     """
     import torch
 
+    if settings.reuse and force:
+        raise ConfigError("--reuse and --force contradict each other")
     out = Path(settings.out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    if settings.reuse:
+        out.mkdir(parents=True, exist_ok=True)
+    else:
+        ReportDir(out, force)
     previous: dict[str, Any] = {}
     if settings.reuse and (out / "report.json").is_file():
         previous = {r["name"]: r for r in json.loads((out / "report.json").read_text())["runs"]}

@@ -19,6 +19,7 @@ import torch
 from torch import Tensor
 
 DEFAULT_THETA = 2.0**16
+HALF_DTYPES = (torch.bfloat16, torch.float16)
 
 
 def rope_frequencies(n: int, theta: float = DEFAULT_THETA, dtype: torch.dtype = torch.float32) -> Tensor:
@@ -45,14 +46,17 @@ def rope_phasors(start: int, length: int, freqs: Tensor) -> Tensor:
     """Unit phasors cos + i sin of positions start..start+length-1, complex [length, n/2].
 
     The phases are computed exactly as in `rope_cos_sin`, so rotating by them equals
-    `apply_rope`.
+    `apply_rope`. Half-precision frequencies are taken in fp32 (there is no complex bf16,
+    and half-precision positions would lose whole turns); `_rotate` rotates in fp32 too.
     """
+    if freqs.dtype in HALF_DTYPES:
+        freqs = freqs.float()
     cos, sin = rope_cos_sin(start, length, freqs)
     return torch.complex(cos[:, ::2].contiguous(), sin[:, ::2].contiguous())
 
 
 def _rotate(x: Tensor, phasors: Tensor) -> Tensor:
-    if x.dtype in (torch.bfloat16, torch.float16):
+    if x.dtype in HALF_DTYPES:
         # No complex bf16 on CPU; like the official code, rotate in fp32 and cast back.
         return _rotate(x.float(), phasors.to(torch.complex64)).to(x.dtype)
     pairs = torch.view_as_complex(x.contiguous().view(*x.shape[:-1], -1, 2))
