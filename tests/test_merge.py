@@ -311,3 +311,13 @@ def test_cli_refuses_different_tokenizers(parents, tmp_path, capsys):
         ["merge", str(parents / "a"), str(other), "--out", str(tmp_path / "out")], capsys
     )
     assert_one_line_error(code, err, "different tokenizers")
+
+
+def test_loading_frequencies_into_a_used_model_resets_its_phasor_cache():
+    a, b = model(0), model(1)
+    merged = merge_models(a, b)
+    used = BDH(merged.config).double().eval()
+    idx = tokens(20)
+    used(idx)  # fills the phasor cache from the derived frequencies
+    used.load_state_dict(merged.state_dict())
+    torch.testing.assert_close(used(idx)[0], merged(idx)[0], rtol=0, atol=0)
