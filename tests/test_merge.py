@@ -321,3 +321,19 @@ def test_loading_frequencies_into_a_used_model_resets_its_phasor_cache():
     used(idx)  # fills the phasor cache from the derived frequencies
     used.load_state_dict(merged.state_dict())
     torch.testing.assert_close(used(idx)[0], merged(idx)[0], rtol=0, atol=0)
+
+
+def test_zero_block_gets_no_gradient_and_random_block_does():
+    a = model(0)
+    N = a.config.neurons_per_head
+    for init, trains in (("zero", False), ("random", True)):
+        grown = grow_model(a, 8, init=init).train()
+        idx = tokens(20)
+        grown(idx[:, :-1], idx[:, 1:])[1].backward()
+        H, D = a.config.n_head, a.config.n_embd
+        block_grads = (
+            grown.encoder.grad[:, :, N:],
+            grown.encoder_v.grad[:, :, N:],
+            grown.decoder.grad.view(H, N + 8, D)[:, N:],
+        )
+        assert all(bool(g.abs().max() > 0) == trains for g in block_grads), init
