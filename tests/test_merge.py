@@ -337,3 +337,13 @@ def test_zero_block_gets_no_gradient_and_random_block_does():
             grown.decoder.grad.view(H, N + 8, D)[:, N:],
         )
         assert all(bool(g.abs().max() > 0) == trains for g in block_grads), init
+
+
+def test_merging_leaves_the_global_rng_alone():
+    a, b = model(0), model(1)
+    torch.manual_seed(5)
+    expected = torch.rand(3)
+    torch.manual_seed(5)
+    merge_models(a, b)
+    grow_model(a, 8, "random", seed=3)
+    assert torch.equal(torch.rand(3), expected)

@@ -78,7 +78,10 @@ def _joined(a: BDH, block: dict[str, Tensor], embed: Tensor, lm_head: Tensor) ->
     c = a.config
     H, D, N_a = c.n_head, c.n_embd, c.neurons_per_head
     N_b = block["freqs"].numel()
-    merged = BDH(widened_config(c, N_b)).to(device=a.lm_head.device, dtype=a.lm_head.dtype)
+    # The new model's random init is overwritten below: leave the caller's RNG as it was.
+    with torch.random.fork_rng(devices=[]):
+        merged = BDH(widened_config(c, N_b))
+    merged = merged.to(device=a.lm_head.device, dtype=a.lm_head.dtype)
     decoder = torch.cat((a.decoder.view(H, N_a, D), block["decoder"].view(H, N_b, D)), dim=1)
     state = {
         "encoder": torch.cat((a.encoder, block["encoder"]), dim=2),
