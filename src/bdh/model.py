@@ -73,6 +73,11 @@ class RotaryLinearAttention(nn.Module):
         self.no_bptt = config.no_bptt
         self._phasor_cache: Tensor | None = None
 
+    def _load_from_state_dict(self, *args, **kwargs) -> None:
+        # Loaded frequencies (a merged model's, bdh.merge) replace the ones the cache was built from.
+        self._phasor_cache = None
+        super()._load_from_state_dict(*args, **kwargs)
+
     def phasors(self, start: int, length: int) -> Tensor:
         """RoPE phasors of positions start..start+length-1, complex [length, N/2].
 
