@@ -51,10 +51,6 @@ class BDHState(RecurrentState):
     position: int = 0
     batch_axes: ClassVar[dict[str, int]] = {"kv": 1}  # where each tensor keeps its sequences
 
-    def detach(self) -> BDHState:
-        """The same state cut from its graph (truncated BPTT between windows)."""
-        return BDHState(kv=self.kv.detach(), position=self.position)
-
 
 class RotaryLinearAttention(nn.Module):
     """Shared-key RoPE linear attention of one layer; holds the official `freqs` buffer.
@@ -121,9 +117,7 @@ class RotaryLinearAttention(nn.Module):
 
 class BDH(GenerateMixin, nn.Module):
     model_type = "bdh"
-    cpu_bf16_pays = True  # whether precision 'auto' picks bf16 on a CPU with native bf16
     config_class = BDHConfig
-    carries_state = True  # forward(idx, targets, state) continues a state (truncated BPTT)
 
     def __init__(self, config: BDHConfig):
         super().__init__()
@@ -327,6 +321,8 @@ class BDH(GenerateMixin, nn.Module):
 
     context_field = None
     bdh_analyses = True
+    cpu_bf16_pays = True  # whether precision 'auto' picks bf16 on a CPU with native bf16
+    carries_state = True  # forward(idx, targets, state) continues a state (truncated BPTT)
     probe_points = {name: Probe(f"probe_{name}") for name in ("x", "attn", "y", "xy")}
     sparsity_probes = ("x", "y")
     mlp_probe = "xy"

@@ -11,6 +11,7 @@ the interface when looked up.
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -241,6 +242,10 @@ class RecurrentState:
         """Sequences in the batch: the batch axis of the first field in `batch_axes`."""
         name, axis = next(iter(self.batch_axes.items()))
         return getattr(self, name).shape[axis]
+
+    def detach(self) -> Any:
+        """The same state cut from its graph (truncated BPTT between windows)."""
+        return dataclasses.replace(self, **{n: getattr(self, n).detach() for n in self.batch_axes})
 
     @property
     def capacity(self) -> int | None:

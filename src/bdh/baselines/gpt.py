@@ -115,8 +115,6 @@ class Block(nn.Module):
 
 class GPT(GenerateMixin, nn.Module):
     model_type = "gpt"
-    cpu_bf16_pays = True  # whether precision 'auto' picks bf16 on a CPU with native bf16
-    carries_state = False  # a KV cache bounded by block_size, not a state to train across windows
     config_class = GPTConfig
 
     def __init__(self, config: GPTConfig):
@@ -211,6 +209,8 @@ class GPT(GenerateMixin, nn.Module):
 
     # ---- what the family exposes (bdh.registry.ModelFamily) ---------------------------
 
+    cpu_bf16_pays = True  # whether precision 'auto' picks bf16 on a CPU with native bf16
+    carries_state = False  # a KV cache bounded by block_size, not a state to train across windows
     context_field = "block_size"  # learned positions end there
     bdh_analyses = False
     sparsity_probes = ("hidden",)

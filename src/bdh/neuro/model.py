@@ -79,8 +79,6 @@ class NeuroTrace:
 
 class BDHNeuro(GenerateMixin, nn.Module):
     model_type = "neuro"
-    cpu_bf16_pays = False  # whether precision 'auto' picks bf16 on a CPU with native bf16
-    carries_state = True  # forward(idx, targets, state=...) continues a state
     config_class = BDHNeuroConfig
 
     def __init__(self, config: BDHNeuroConfig):
@@ -332,6 +330,8 @@ class BDHNeuro(GenerateMixin, nn.Module):
 
     # ---- what the family exposes (bdh.registry.ModelFamily) ---------------------------
 
+    cpu_bf16_pays = False  # whether precision 'auto' picks bf16 on a CPU with native bf16
+    carries_state = True  # forward(idx, targets, state=...) continues a state
     context_field = None
     bdh_analyses = False
     probe_points = {name: Probe(f"probe_{name}") for name in ("v_in", "drive", "a", "x", "y")}

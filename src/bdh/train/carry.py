@@ -57,8 +57,9 @@ class CarriedState:
     def end(self, index: int, state: Any) -> None:
         """Keep the state a micro-batch ended with, cut from its graph, in the weights' dtype
         (autocast may hand it back in a lower precision)."""
+        state = state.detach()
         self.states[index] = dataclasses.replace(
-            state, **{k: v.detach().to(self.dtype) for k, v in _tensors(state).items()}
+            state, **{k: v.to(self.dtype) for k, v in _tensors(state).items()}
         )
 
     # ---- checkpoints ---------------------------------------------------------------
