@@ -129,6 +129,7 @@ def run_long_context(
     out = ReportDir(settings.out_dir, force)
     if settings.threads:
         torch.set_num_threads(settings.threads)
+    machine = machine_info()  # the load before the runs add theirs
     configs = {name: settings.train_config(name) for name in settings.runs}  # all checked first
     corpus, _ = load_corpus(settings.data, "byte")
     val = corpus.val
@@ -160,7 +161,7 @@ def run_long_context(
     report = {
         "command": command,
         "settings": asdict(settings),
-        "machine": machine_info(),
+        "machine": machine,
         "eval_text": {"tokens": len(val), "repeats": repeat},
         "runs": runs,
         "verdicts": _verdicts(runs, settings),
