@@ -51,13 +51,17 @@ def test_smoke_run_writes_the_report(smoke_report):
         "## Sizes",
         "## Results",
         "## BDH against GPT",
-        "## The paper's claim next to ours",
+        "## The paper's figure next to ours",
+        "## BDH-GPU' (the gating variant)",
     ):
         assert heading in text
     for row in report["summary"]:
         assert f"| {row['family']} | {row['n']:,} | {row['params']:,} | " in text
     assert "val loss seed 1337 | val loss seed 1338 | mean | tokens/s (shared machine)" in text
     assert [p["n"] for p in report["verdict"]["per_size"]] == sizes
+    # Fig. 7 beside ours: its six sizes, and one plain verdict per comparison.
+    assert "| 25M | 0.457 | 0.425* | 0.425 | +7.5% |" in text
+    assert text.count("**agrees**") + text.count("**does not agree**") == 4
 
 
 def test_an_existing_report_directory_needs_force(smoke_report, capsys):
