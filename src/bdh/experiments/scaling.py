@@ -547,6 +547,24 @@ def markdown_report(report: dict[str, Any]) -> str:
     ours = ", ".join(f"{p['relative_gap']:+.1%} at {p['params']:,}" for p in v["per_size"])
     lines += ["", f"Ours, BDH's mean loss against GPT's: {ours} parameters.", ""]
     lines += [f"- {sentence}" for sentence in comparison(v)]
+    largest = max(report["sizes"], key=lambda size: size["params"]["bdh"])
+    per_param = s["steps"] * per_step / largest["params"]["bdh"]
+    layers = g["bdh"]["n_layer"]
+    lines += [
+        "",
+        "## Reading these numbers",
+        "",
+        f"- {s['steps'] * per_step:,} tokens per run is {per_param:.1f} tokens per parameter at "
+        "the largest size: every run stops far from convergence, so this compares early "
+        "training at equal data, not the converged models of the paper's figure.",
+        f"- One learning rate ({s['lr']}, cosine) for both families and every size, tuned for "
+        "neither; the paper's recipe for its figure is not known here.",
+        f"- BDH shares one set of weights across its {layers} layers, so at equal parameters it "
+        f"does about {layers}x a GPT's matrix work per token, on activations n wide: that, not "
+        "the shared machine, is what the tokens/s columns compare.",
+        "- The seed spread is two seeds: it shows how far apart two runs land, not a "
+        "confidence interval.",
+    ]
     lines += ["", "## BDH-GPU' (the gating variant)", "", GATED_VARIANT_NOTE]
     return "\n".join(lines) + "\n"
 
