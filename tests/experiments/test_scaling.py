@@ -57,7 +57,10 @@ def test_smoke_run_writes_the_report(smoke_report):
         assert heading in text
     for row in report["summary"]:
         assert f"| {row['family']} | {row['n']:,} | {row['params']:,} | " in text
-    assert "val loss seed 1337 | val loss seed 1338 | mean | tokens/s (shared machine)" in text
+    assert (
+        "val loss seed 1337 | val loss seed 1338 | mean | mean at half the budget | tokens/s (shared machine)"
+        in text
+    )
     assert [p["n"] for p in report["verdict"]["per_size"]] == sizes
     # Fig. 7 beside ours: its six sizes, and one plain verdict per comparison.
     assert "| 25M | 0.457 | 0.425* | 0.425 | +7.5% |" in text

@@ -338,8 +338,16 @@ def run_scaling(
         "wall_seconds": time.perf_counter() - started,
         "sizes": plan,
         "runs": runs,
-        "summary": summarize(plan, runs),
     }
+    return write_report(report, out)
+
+
+def write_report(report: dict[str, Any], out: ReportDir) -> dict[str, Any]:
+    """Derive the summary and verdict from the runs, then write the PNG, JSON and Markdown.
+
+    Also rebuilds a report from an existing report.json after the report code changed.
+    """
+    report["summary"] = summarize(report["sizes"], report["runs"])
     report["verdict"] = verdict(report["summary"])
     plot_scaling(report, out.path("scaling.png"))
     out.write_json("report.json", report)
@@ -355,16 +363,23 @@ def summarize(plan: list[dict[str, Any]], runs: list[dict[str, Any]]) -> list[di
             mine = [r for r in runs if r["n"] == size["n"] and r["family"] == fam]
             losses = [r["final_val_loss"] for r in mine if r["final_val_loss"] is not None]
             speeds = [r["tokens_per_s"] for r in mine if r["tokens_per_s"]]
+            halfway = [_loss_at(r["val_curve"], r["tokens"] / 2) for r in mine if r["val_curve"]]
             rows.append({
                 "family": fam, "n": size["n"], "params": size["params"][fam],
                 "shape": _shape(fam, size[fam]),
                 "val_loss": {str(r["seed"]): r["final_val_loss"] for r in mine},
                 "mean": statistics.fmean(losses) if losses else None,
                 "spread": max(losses) - min(losses) if losses else None,
+                "halfway_mean": statistics.fmean(halfway) if halfway else None,
                 "tokens_per_s": statistics.median(speeds) if speeds else None,
                 "wall_seconds": sum(r["wall_seconds"] for r in mine),
             })  # fmt: skip
     return rows
+
+
+def _loss_at(curve: list[list[float]], tokens: float) -> float:
+    """The validation loss of the curve point (tokens, loss) nearest `tokens`."""
+    return min(curve, key=lambda point: abs(point[0] - tokens))[1]
 
 
 def _shape(fam: str, config: dict[str, Any]) -> str:
@@ -496,6 +511,8 @@ def markdown_report(report: dict[str, Any]) -> str:
         "",
         "## Results",
         "",
+        "Mean at half the budget: the same validation loss after half the training tokens "
+        "(how fast each family was still improving). "
         "Tokens/s: the median over seeds of training tokens per second (evaluation excluded), "
         "measured on a machine shared with other work (load above): read the two families' "
         "columns as a ratio, not as absolute speeds. Wall time: all seeds, evaluation and "
@@ -503,14 +520,15 @@ def markdown_report(report: dict[str, Any]) -> str:
         "",
         "| family | n | params | "
         + " | ".join(f"val loss seed {x}" for x in seeds)
-        + " | mean | tokens/s (shared machine) | wall s |",
-        "|---|---:|---:|" + "---:|" * len(seeds) + "---:|---:|---:|",
+        + " | mean | mean at half the budget | tokens/s (shared machine) | wall s |",
+        "|---|---:|---:|" + "---:|" * len(seeds) + "---:|---:|---:|---:|",
     ]
     for r in report["summary"]:
         cells = [_fmt(r["val_loss"].get(x)) for x in seeds]
         lines.append(
             f"| {r['family']} | {r['n']:,} | {r['params']:,} | " + " | ".join(cells)
-            + f" | {_fmt(r['mean'])} | {_fmt(r['tokens_per_s'], ',.0f')} | {r['wall_seconds']:.0f} |"
+            + f" | {_fmt(r['mean'])} | {_fmt(r['halfway_mean'])} | {_fmt(r['tokens_per_s'], ',.0f')} "
+            f"| {r['wall_seconds']:.0f} |"
         )  # fmt: skip
     v = report["verdict"]
     lines += [
@@ -554,7 +572,7 @@ def markdown_report(report: dict[str, Any]) -> str:
         "",
         "## Reading these numbers",
         "",
-        f"- {s['steps'] * per_step:,} tokens per run is {per_param:.1f} tokens per parameter at "
+        f"- {s['steps'] * per_step:,} tokens per run is {per_param:.2f} tokens per parameter at "
         "the largest size: every run stops far from convergence, so this compares early "
         "training at equal data, not the converged models of the paper's figure.",
         f"- One learning rate ({s['lr']}, cosine) for both families and every size, tuned for "
@@ -565,6 +583,13 @@ def markdown_report(report: dict[str, Any]) -> str:
         "- The seed spread is two seeds: it shows how far apart two runs land, not a "
         "confidence interval.",
     ]
+    top = [r for r in report["summary"] if r["n"] == largest["n"]]
+    if all(r["mean"] is not None and r["halfway_mean"] is not None for r in top):
+        lines.append(
+            "- In the second half of the budget the largest size's mean loss still fell by "
+            + " and ".join(f"{r['halfway_mean'] - r['mean']:.3f} nats ({r['family']})" for r in top)
+            + ": a longer budget may move the gap."
+        )
     lines += ["", "## BDH-GPU' (the gating variant)", "", GATED_VARIANT_NOTE]
     return "\n".join(lines) + "\n"
 
