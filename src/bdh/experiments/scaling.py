@@ -600,6 +600,7 @@ def plot_scaling(report: dict[str, Any], path: Path) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import NullFormatter
 
     colors = {"bdh": "tab:red", "gpt": "tab:blue"}
     labels = {"bdh": "BDH (n grows)", "gpt": "GPT (matched parameters)"}
@@ -627,6 +628,7 @@ def plot_scaling(report: dict[str, Any], path: Path) -> None:
     gx.axhline(0, color="k", lw=0.8)
     for axis in (ax, gx, bx):
         axis.set_xscale("log")
+        axis.xaxis.set_minor_formatter(NullFormatter())  # decades only: 2x10^4, 3x10^4... overlap
         axis.set_xlabel("parameters")
         axis.grid(alpha=0.3, which="both")
         axis.legend(fontsize=8)
