@@ -24,7 +24,9 @@ from bdh.registry import Probe
 
 def fp64_bdh(damping=None, n_layer: int = 3) -> BDH:
     torch.manual_seed(0)
-    config = preset("tiny", n_layer=n_layer, n_embd=32, mlp_internal_dim_multiplier=8, damping=damping)
+    config = preset(
+        "tiny", n_layer=n_layer, n_embd=32, mlp_internal_dim_multiplier=8, damping=damping
+    )
     return BDH(config).double().eval()
 
 
@@ -112,7 +114,9 @@ def test_mann_whitney_test_known_answers():
         mann_whitney_test(np.array([]), np.array([1.0]))
 
 
-def planted(rng: np.random.Generator, n: int = 100, units: int = 300) -> tuple[np.ndarray, np.ndarray]:
+def planted(
+    rng: np.random.Generator, n: int = 100, units: int = 300
+) -> tuple[np.ndarray, np.ndarray]:
     """Features [n, units] of noise, column 17 shifted up on the first half of the rows."""
     features = rng.gamma(2.0, size=(n, units))
     labels = np.arange(n) < n // 2

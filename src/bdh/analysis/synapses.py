@@ -71,7 +71,11 @@ class SynapseActivity:
         pre, post = self.y[layer - 1][:, :, rows], self.x[layer]
         if head is None:
             return hebbian_sum(pre, post, self.decay)
-        decay = None if self.decay is None else self.decay.view(-1).expand(pre.shape[0])[head : head + 1]
+        decay = (
+            None
+            if self.decay is None
+            else self.decay.view(-1).expand(pre.shape[0])[head : head + 1]
+        )
         return hebbian_sum(pre[head : head + 1], post[head : head + 1], decay)[0]
 
     def synapse(self, layer: int, head: int, i: int, j: int) -> float:
@@ -96,7 +100,9 @@ def synapse_activity(model: nn.Module, ids: list[int] | Tensor) -> SynapseActivi
 # ---- degree distribution (paper Fig. 11) ----------------------------------------------
 
 
-def degree_tail_stats(degrees: np.ndarray, n_nodes: int, n_edges: int, heads: int) -> dict[str, Any]:
+def degree_tail_stats(
+    degrees: np.ndarray, n_nodes: int, n_edges: int, heads: int
+) -> dict[str, Any]:
     """Heavy-tail statistics of the degrees of `heads` graphs of `n_nodes` nodes holding
     `n_edges` edges in all, against an Erdos-Renyi graph of the same density (whose
     degrees are binomial): coefficient of variation, max / mean, and the share of edges
@@ -131,6 +137,8 @@ def synapse_graph_stats(activity: SynapseActivity, k_sigma: float = 3.0) -> dict
         n, edges = sigma.shape[-1], int(sum(g.n_edges for g in stats))
         layers.append({
             "layer": layer,
+            "heads": len(stats),
+            "nodes_per_head": n,
             "n_edges": edges,
             "density": edges / (len(stats) * n * (n - 1)),
             "nonzero_fraction": float((sigma > 0).mean()),
@@ -201,7 +209,9 @@ def synapse_blocks(
                 yield layer, head, start, block.reshape(len(activities), -1).double().numpy()
 
 
-def select_candidates(activities: list[SynapseActivity], inside: np.ndarray, k: int) -> list[Candidate]:
+def select_candidates(
+    activities: list[SynapseActivity], inside: np.ndarray, k: int
+) -> list[Candidate]:
     """The k synapses most selective for the texts `inside` among all of them."""
     N = activities[0].x.shape[-1]
     found: list[Candidate] = []

@@ -9,7 +9,7 @@ Either way the report records where the model came from and its validation loss.
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +24,7 @@ class ModelRecipe:
     """How the experiment's own model is trained when no checkpoint is given."""
 
     preset: str = "tiny"
+    model_overrides: dict[str, Any] = field(default_factory=dict)
     steps: int = 600
     batch_size: int = 16
     block_size: int = 256
@@ -37,12 +38,19 @@ class ModelRecipe:
         from bdh.train import TrainConfig
 
         return TrainConfig(
-            preset=self.preset, data=self.data, steps=self.steps, batch_size=self.batch_size,
+            preset=self.preset, model_overrides=dict(self.model_overrides), data=self.data, steps=self.steps, batch_size=self.batch_size,
             block_size=self.block_size, lr=self.lr, min_lr=self.lr / 10, seed=self.seed,
             precision=self.precision, device="cpu", eval_every=max(1, self.steps // 4),
             eval_tokens=self.eval_tokens, log_every=max(1, min(10, self.steps // 10)),
             checkpoint_every=self.steps, keep_last=1, progress=False, out_dir=str(out_dir),
         )  # fmt: skip
+
+
+# The `--smoke` configurations' model: a few seconds of training, to test a pipeline.
+SMOKE_RECIPE = ModelRecipe(
+    model_overrides={"n_layer": 3, "mlp_internal_dim_multiplier": 4},
+    steps=2, batch_size=2, block_size=32, eval_tokens=64,
+)  # fmt: skip
 
 
 def final_val_loss(checkpoint: Path) -> float | None:
@@ -63,6 +71,7 @@ def experiment_model(
 ) -> tuple[nn.Module, Tokenizer, dict[str, Any]]:
     """Load `checkpoint`, or train `recipe` into `run_dir` first; returns the model (eval
     mode, CPU), its tokenizer and a record of its provenance for the report."""
+    from bdh.analysis.capture import require_bdh_analyses
     from bdh.checkpoint import load_checkpoint, read_checkpoint_config
 
     record: dict[str, Any] = {}
@@ -89,6 +98,7 @@ def experiment_model(
 
             record["train_config"] = json.loads(train_config.read_text())
     model, tokenizer = load_checkpoint(path)
+    require_bdh_analyses(model, "the experiment's checkpoint")
     config = read_checkpoint_config(path)
     record.update(
         checkpoint=str(path),
