@@ -27,6 +27,7 @@ from bdh.experiments.trained_model import (
     ModelRecipe,
     describe_model,
     experiment_model,
+    untrained_twin,
 )
 
 SIGNALS = ("x", "y")
@@ -172,6 +173,12 @@ def run_sparsity_repetition(
     texts, words = make_sequences(settings)
     data = measure(model, tokenizer, texts, settings.batch)
     summary = summarize(data, settings)
+    # The same words through a randomly initialised model of the same shape: what changes
+    # with repetition before any learning.
+    untrained = summarize(
+        measure(untrained_twin(provenance, settings.seed), tokenizer, texts, settings.batch),
+        settings,
+    )
     report = {
         "command": command,
         "settings": asdict(settings),
@@ -180,6 +187,7 @@ def run_sparsity_repetition(
         "example": texts[0],
         "phases": {p: list(r) for p, r in phases(settings).items()},
         "summary": summary,
+        "summary_untrained": untrained,
         "verdicts": _verdicts(summary),
         "density_by_position": {
             name: data[name].mean(axis=1).tolist() for name in SIGNALS
@@ -312,9 +320,16 @@ def markdown_report(report: dict[str, Any]) -> str:
         "|---|---|---|---|",
     ]
     vx, vy = report["verdicts"]
+    ux, uy = (report["summary_untrained"][n]["all_layers"] for n in SIGNALS)
+    first, last = names[0], names[-1]
     lines += [
         f"| while memorising (warm-up) | 4-7.5% | {_pct(vx['warmup_density'])} | {_pct(vy['warmup_density'])} |",
         f"| while repeating (late repeats) | about 2.5% | {_pct(vx['late_repeat_density'])} | {_pct(vy['late_repeat_density'])} |",
+        f"| untrained model of the same shape: warm-up | | {_pct(ux[first]['mean'])} | {_pct(uy[first]['mean'])} |",
+        f"| untrained model of the same shape: late repeats | | {_pct(ux[last]['mean'])} | {_pct(uy[last]['mean'])} |",
+        "",
+        "All layers averaged. The untrained rows (random weights, seed "
+        f"{s['seed']}) show what the protocol does to density before any learning.",
         "",
     ]  # fmt: skip
     lines += ["## Verdict", ""]

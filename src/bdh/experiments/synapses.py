@@ -30,6 +30,7 @@ from bdh.experiments.trained_model import (
     ModelRecipe,
     describe_model,
     experiment_model,
+    untrained_twin,
 )
 
 # Templates whose slot holds a person, and templates whose slot holds a thing of "my".
@@ -191,7 +192,6 @@ def run_synapses(
 
     from bdh.analysis.synapses import synapse_activity, synapse_graph_stats
     from bdh.data import load_corpus
-    from bdh.registry import build_model
 
     out = ReportDir(settings.out_dir, force)
     if settings.threads:
@@ -208,8 +208,7 @@ def run_synapses(
     graph = synapse_graph_stats(synapse_activity(model, ids), settings.k_sigma)
     # The same readout of an untrained model of the same shape: what activity statistics
     # alone (neurons that fire more often) give the degrees, before any learning.
-    torch.manual_seed(settings.seed)
-    untrained = build_model(provenance["model_type"], provenance["model_config"]).eval()
+    untrained = untrained_twin(provenance, settings.seed)
     graph_untrained = synapse_graph_stats(synapse_activity(untrained, ids), settings.k_sigma)
     concepts = [selectivity(model, tokenizer, c, settings) for c in CONCEPTS]
     report = {

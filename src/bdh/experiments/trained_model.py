@@ -110,6 +110,17 @@ def experiment_model(
     return model, tokenizer, record
 
 
+def untrained_twin(record: dict[str, Any], seed: int) -> nn.Module:
+    """A randomly initialised model of the recorded shape (eval mode): the control that
+    tells what an analysis reads before any learning."""
+    import torch
+
+    from bdh.registry import build_model
+
+    torch.manual_seed(seed)
+    return build_model(record["model_type"], record["model_config"]).eval()
+
+
 def describe_model(record: dict[str, Any]) -> str:
     """One Markdown paragraph: which model, how it was trained, its validation loss."""
     c = record["model_config"]
