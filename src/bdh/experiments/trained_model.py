@@ -96,7 +96,11 @@ def experiment_model(
         if train_config.is_file():
             import json
 
-            record["train_config"] = json.loads(train_config.read_text())
+            saved = json.loads(train_config.read_text())
+            record["train_config"] = saved
+            # Whether it is the model this command would have trained without --checkpoint.
+            own = recipe.train_config(Path(saved.get("out_dir", ""))).to_dict()
+            record["is_default_recipe"] = own == saved
     model, tokenizer = load_checkpoint(path)
     require_bdh_analyses(model, "the experiment's checkpoint")
     config = read_checkpoint_config(path)
@@ -143,7 +147,14 @@ def describe_model(record: dict[str, Any]) -> str:
         if t:
             origin += (
                 f" (preset `{t.get('preset')}`, {t.get('steps')} steps of {t.get('batch_size')} x "
-                f"{t.get('block_size')} tokens, seed {t.get('seed')})"
+                f"{t.get('block_size')} tokens on {t.get('data') or 'the bundled tiny Shakespeare'}, "
+                f"seed {t.get('seed')}, lr {t.get('lr')}"
+                + (
+                    "; the recipe this command trains without --checkpoint"
+                    if record.get("is_default_recipe")
+                    else ""
+                )
+                + ")"
             )
     loss = "not recorded" if val is None else f"{val:.3f} nats/token"
     return f"Model: {shape}; {origin}. Validation loss {loss}."
