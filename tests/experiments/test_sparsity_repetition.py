@@ -36,20 +36,21 @@ def test_smoke_run_writes_the_report(smoke_report):
     assert report["model"]["trained_here"] and report["model"]["final_val_loss"] is not None
     s = SparsityRepetitionSettings(out_dir="x", **SMOKE)
     n_layer = report["model"]["model_config"]["n_layer"]
-    for name in ("x", "y"):
+    for name in ("x", "y", "xy"):
         curve = report["density_by_position"][name]
         assert len(curve) == n_layer and all(len(row) == s.length for row in curve)
         assert all(0.0 <= v <= 1.0 for row in curve for v in row)
         assert [r["layer"] for r in report["summary"][name]["layers"]] == list(range(n_layer))
     assert len(report["loss_by_position"]) == s.length - 1
     text = (out / "report.md").read_text()
-    for heading in ("## x density by phase", "## y density by phase", "## Loss by phase",
+    for heading in ("## x (x_sparse) density by phase", "## y_sparse density by phase",
+                    "## x*y (the paper's y) density by phase", "## Loss by phase",
                     "## The paper's numbers next to ours", "## Verdict"):  # fmt: skip
         assert heading in text
     header = "| layer | " + " | ".join(phases(s)) + " |"
-    assert text.count(header) == 2
-    assert text.count("\n| 0 | ") == 2 and "| while repeating (late repeats) | about 2.5% |" in text
-    assert {v["signal"] for v in report["verdicts"]} == {"x", "y"}
+    assert text.count(header) == 3
+    assert text.count("\n| 0 | ") == 3 and "| while repeating (late repeats) | about 2.5% |" in text
+    assert {v["signal"] for v in report["verdicts"]} == {"x", "y", "xy"}
 
 
 def test_the_sequences_follow_the_protocol():

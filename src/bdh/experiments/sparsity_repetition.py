@@ -30,7 +30,10 @@ from bdh.experiments.trained_model import (
     untrained_twin,
 )
 
-SIGNALS = ("x", "y")
+# x: x_sparse; y: y_sparse; xy: x_sparse * y_sparse, which is the paper's y (its
+# y_{t,l} = (D_y LN(a*))^+ ⊙ x_{t,l}); this code's y_sparse is the factor before the product.
+SIGNALS = ("x", "y", "xy")
+SIGNAL_NAMES = {"x": "x (x_sparse)", "y": "y_sparse", "xy": "x*y (the paper's y)"}
 # The issue's summary of §6.4 / Fig. 14 (the paper's text was not at hand to quote).
 PAPER = {"memorising": (0.04, 0.075), "repeating": 0.025}
 
@@ -96,7 +99,7 @@ def phases(s: SparsityRepetitionSettings) -> dict[str, tuple[int, int]]:
 
 
 def measure(model: Any, tokenizer: Any, texts: list[str], batch: int) -> dict[str, np.ndarray]:
-    """Per sequence: density [L, B, T] of x and y (mean over heads) and loss [B, T-1]."""
+    """Per sequence: density [L, B, T] of each signal (mean over heads), loss [B, T-1]."""
     import torch
     import torch.nn.functional as F
 
@@ -114,8 +117,7 @@ def measure(model: Any, tokenizer: Any, texts: list[str], batch: int) -> dict[st
         loss = F.cross_entropy(logits[:, :-1].transpose(1, 2).float(), idx[:, 1:], reduction="none")
         out["loss"].append(loss.numpy())
     return {
-        "x": np.concatenate(out["x"], axis=1),
-        "y": np.concatenate(out["y"], axis=1),
+        **{name: np.concatenate(out[name], axis=1) for name in SIGNALS},
         "loss": np.concatenate(out["loss"], axis=0),
     }
 
@@ -229,9 +231,9 @@ def _plot(data: dict[str, np.ndarray], s: SparsityRepetitionSettings, path: Path
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
+    fig, axes = plt.subplots(1, len(SIGNALS) + 1, figsize=(5 * (len(SIGNALS) + 1), 4.2))
     positions = np.arange(s.length)
-    for ax, name in zip(axes[:2], SIGNALS):
+    for ax, name in zip(axes, SIGNALS):
         mean = data[name].mean(axis=1) * 100  # L, T
         for layer, row in enumerate(mean):
             ax.plot(positions, row, lw=1.2, label=f"layer {layer}")
@@ -240,11 +242,11 @@ def _plot(data: dict[str, np.ndarray], s: SparsityRepetitionSettings, path: Path
         ax.axhline(
             PAPER["repeating"] * 100, color="tab:green", ls=":", label="paper: repeating 2.5%"
         )
-        ax.set_title(f"{name} density over {s.words} random words")
+        ax.set_title(f"{SIGNAL_NAMES[name]} density over {s.words} random words")
         ax.set_ylabel("non-zero neurons (%)")
     loss = data["loss"].mean(axis=0)
-    axes[2].plot(positions[1:], loss, color="k", lw=1)
-    axes[2].set_title("loss of predicting each token (nats)")
+    axes[-1].plot(positions[1:], loss, color="k", lw=1)
+    axes[-1].set_title("loss of predicting each token (nats)")
     for ax in axes:
         ax.axvline(s.warmup - 0.5, color="grey", ls="--", lw=1)
         ax.axvspan(s.warmup - 0.5, s.length, color="grey", alpha=0.06)
@@ -285,7 +287,7 @@ def markdown_report(report: dict[str, Any]) -> str:
     ]
     for name in SIGNALS:
         lines += [
-            f"## {name} density by phase",
+            f"## {SIGNAL_NAMES[name]} density by phase",
             "",
             "| layer | "
             + " | ".join(names)
@@ -316,17 +318,23 @@ def markdown_report(report: dict[str, Any]) -> str:
         "",
         "## The paper's numbers next to ours",
         "",
-        "| | paper (as the issue states §6.4 / Fig. 14) | ours, x | ours, y |",
-        "|---|---|---|---|",
+        "| | paper (as the issue states §6.4 / Fig. 14) | "
+        + " | ".join(f"ours, {SIGNAL_NAMES[n]}" for n in SIGNALS)
+        + " |",
+        "|---|---|" + "---|" * len(SIGNALS),
     ]
-    vx, vy = report["verdicts"]
-    ux, uy = (report["summary_untrained"][n]["all_layers"] for n in SIGNALS)
+    verdicts = report["verdicts"]
+    untrained = [report["summary_untrained"][n]["all_layers"] for n in SIGNALS]
     first, last = names[0], names[-1]
     lines += [
-        f"| while memorising (warm-up) | 4-7.5% | {_pct(vx['warmup_density'])} | {_pct(vy['warmup_density'])} |",
-        f"| while repeating (late repeats) | about 2.5% | {_pct(vx['late_repeat_density'])} | {_pct(vy['late_repeat_density'])} |",
-        f"| untrained model of the same shape: warm-up | | {_pct(ux[first]['mean'])} | {_pct(uy[first]['mean'])} |",
-        f"| untrained model of the same shape: late repeats | | {_pct(ux[last]['mean'])} | {_pct(uy[last]['mean'])} |",
+        "| while memorising (warm-up) | 4-7.5% | "
+        + " | ".join(_pct(v["warmup_density"]) for v in verdicts) + " |",
+        "| while repeating (late repeats) | about 2.5% | "
+        + " | ".join(_pct(v["late_repeat_density"]) for v in verdicts) + " |",
+        "| untrained model of the same shape: warm-up | | "
+        + " | ".join(_pct(u[first]["mean"]) for u in untrained) + " |",
+        "| untrained model of the same shape: late repeats | | "
+        + " | ".join(_pct(u[last]["mean"]) for u in untrained) + " |",
         "",
         "All layers averaged. The untrained rows (random weights, seed "
         f"{s['seed']}) show what the protocol does to density before any learning.",
@@ -345,7 +353,7 @@ def markdown_report(report: dict[str, Any]) -> str:
             )
         band = "inside" if v["warmup_in_paper_band"] else "outside"
         lines.append(
-            f"- {v['signal']}: {said}; its warm-up density {_pct(v['warmup_density'])} is {band} "
+            f"- {SIGNAL_NAMES[v['signal']]}: {said}; its warm-up density {_pct(v['warmup_density'])} is {band} "
             f"the paper's 4-7.5% band, its late-repeat density {_pct(v['late_repeat_density'])} "
             "against the paper's about 2.5%."
         )
@@ -357,7 +365,8 @@ def markdown_report(report: dict[str, Any]) -> str:
         "length, number of repeats, lowercase letters only, a space before each repeat, reading "
         "from an empty state) are our choices, and the paper's numbers are those the issue "
         "states, without saying whether they are x's or y's; both are shown.",
-        '- Which phase is "memorising": we take the warm-up and the word\'s first showing (the '
-        'model cannot predict them), and "repeating" the second half of the repeats.',
+        '- Which phase is "memorising": the comparison row takes our warm-up (random letters, '
+        "which the model cannot predict); the word's first showing, as unpredictable, is in "
+        'the tables beside it. "Repeating" is the second half of the repeats.',
     ]
     return "\n".join(lines) + "\n"
