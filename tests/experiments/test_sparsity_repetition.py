@@ -62,7 +62,7 @@ def test_the_sequences_follow_the_protocol():
     assert len(set(words)) == 5
     for text, word in zip(texts, words):
         assert len(text) == s.length and text[10:] == f" {word}" * 3 and text[:10].isalpha()
-    assert phases(s)["warm-up (random letters)"] == (0, 10)
+    assert phases(s)["warm-up (random letters)"] == (1, 10)  # token 0 reads nothing
     assert phases(s)["word, 1st showing"] == (10, 15)
 
 

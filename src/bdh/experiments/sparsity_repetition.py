@@ -87,11 +87,12 @@ def make_sequences(s: SparsityRepetitionSettings) -> tuple[list[str], list[str]]
 
 def phases(s: SparsityRepetitionSettings) -> dict[str, tuple[int, int]]:
     """Token ranges [start, end): the warm-up, the word's first showing, its second, and
-    the second half of the repeats."""
+    the second half of the repeats. Token 0 is left out: it has nothing to attend to, so
+    its attention output and y are zero whatever the text."""
     w = s.word_length + 1
     late = s.warmup + (s.repeats // 2) * w
     return {
-        "warm-up (random letters)": (0, s.warmup),
+        "warm-up (random letters)": (1, s.warmup),
         "word, 1st showing": (s.warmup, s.warmup + w),
         "word, 2nd showing": (s.warmup + w, s.warmup + 2 * w),
         f"repeats {s.repeats // 2 + 1}-{s.repeats}": (late, s.length),
