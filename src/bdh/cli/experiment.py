@@ -123,7 +123,7 @@ def _recipe(preset: str, train_steps: int) -> object:
 def sparsity_repetition(
     out_dir: str, force: bool, smoke: bool, preset: str, train_steps: int, **options: object
 ) -> None:  # fmt: skip
-    """Density of x and y per layer and token: random letters, then a random word repeated (Fig. 14)."""
+    """Neuron density per layer and token over random letters, then a repeated random word (§6.4)."""
     from bdh.experiments.sparsity_repetition import (
         SMOKE,
         SparsityRepetitionSettings,
@@ -155,7 +155,7 @@ def sparsity_repetition(
 def synapses(
     out_dir: str, force: bool, smoke: bool, preset: str, train_steps: int, **options: object
 ) -> None:  # fmt: skip
-    """Synapse readout sigma (Eq. 16): degree distribution, and synapses selective for a concept."""
+    """Synapse readout sigma (§6.2-6.3): its degree distribution, and concept-selective synapses."""
     from bdh.experiments.synapses import SMOKE, SynapseSettings, run_synapses
 
     options["recipe"] = _recipe(preset, train_steps)
