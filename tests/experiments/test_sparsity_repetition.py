@@ -51,17 +51,27 @@ def test_smoke_run_writes_the_report(smoke_report):
     assert text.count(header) == 3
     assert text.count("\n| 0 | ") == 3 and "| while repeating (late repeats) | about 2.5% |" in text
     assert {v["signal"] for v in report["verdicts"]} == {"x", "y", "xy"}
+    assert "## Control: the repeated word against fresh words at the same positions" in text
+    for name in ("x", "y", "xy"):
+        effect = report["repetition_effect"][name]
+        assert [r["layer"] for r in effect["layers"]] == list(range(n_layer))
+        d = effect["all_layers"]
+        assert d["fresh_minus_repeated"]["mean"] == pytest.approx(d["fresh"] - d["repeated"])
 
 
 def test_the_sequences_follow_the_protocol():
     s = SparsityRepetitionSettings(
         out_dir="x", words=5, warmup=10, word_length=4, repeats=3, seed=7
     )
-    texts, words = make_sequences(s)
-    assert texts == make_sequences(s)[0]  # seeded
+    texts, controls, words = make_sequences(s)
+    assert (texts, controls) == make_sequences(s)[:2]  # seeded
     assert len(set(words)) == 5
-    for text, word in zip(texts, words):
-        assert len(text) == s.length and text[10:] == f" {word}" * 3 and text[:10].isalpha()
+    for text, control, word in zip(texts, controls, words):
+        assert len(text) == len(control) == s.length
+        assert text[10:] == f" {word}" * 3 and text[:10].isalpha()
+        # The control: the same warm-up and first word, then fresh words in the same format.
+        assert control[:15] == text[:15] and control[15:] != text[15:]
+        assert [len(w) for w in control[10:].split(" ")] == [0, 4, 4, 4]
     assert phases(s)["warm-up (random letters)"] == (1, 10)  # token 0 reads nothing
     assert phases(s)["word, 1st showing"] == (10, 15)
 
