@@ -52,7 +52,11 @@ def test_smoke_run_writes_the_report(smoke_report):
 def test_the_splits_share_no_template_and_no_word():
     s = SynapseSettings(out_dir="x")
     for c in CONCEPTS:
-        (sel, sel_labels), (held, held_labels) = sentences(c, s, 0), sentences(c, s, 1)
+        (sel, sel_labels, _), (held, held_labels, held_words) = (
+            sentences(c, s, 0),
+            sentences(c, s, 1),
+        )
+        assert list(np.bincount(held_words)) == [10] * 10  # 10 templates for each of 10 words
         assert len(sel) == len(held) == 100 and sel_labels.sum() == held_labels.sum() == 50
         assert not set(sel) & set(held)
         sel_words = set(c.words[0::2]) | set(c.contrast[0::2])

@@ -117,30 +117,44 @@ class SynapseSettings:
             raise ConfigError(f"at most {most} templates and 10 words per side are defined")
 
 
-def sentences(c: Concept, s: SynapseSettings, split: int) -> tuple[list[str], np.ndarray]:
-    """The texts of one split (0: selection, 1: held-out) and their labels (True: concept)."""
+def sentences(
+    c: Concept, s: SynapseSettings, split: int
+) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """The texts of one split (0: selection, 1: held-out), their labels (True: concept)
+    and the index of the word each holds (its sentences are not independent samples)."""
     templates = c.templates[: s.templates][split::2]
-    texts, labels = [], []
-    for words, label in ((c.words, True), (c.contrast, False)):
-        for word in words[: s.words][split::2]:
-            for template in templates:
-                texts.append(template.format(w=word))
-                labels.append(label)
-    return texts, np.array(labels)
+    texts, labels, word_ids = [], [], []
+    chosen = [(w, label) for ws, label in ((c.words, True), (c.contrast, False)) for w in ws[: s.words][split::2]]  # fmt: skip
+    for index, (word, label) in enumerate(chosen):
+        for template in templates:
+            texts.append(template.format(w=word))
+            labels.append(label)
+            word_ids.append(index)
+    return texts, np.array(labels), np.array(word_ids)
 
 
 def _test_candidates(
-    cands: list[Any], held: list[Any], labels: np.ndarray, alpha: float
+    cands: list[Any], held: list[Any], labels: np.ndarray, alpha: float, words: np.ndarray | None
 ) -> list[dict[str, Any]]:
+    """Each candidate on the held-out sentences; with `words`, also on the words' mean
+    values (one sample per word: the test that does not count a word's sentences as
+    independent)."""
     from bdh.analysis.monosemantic import mann_whitney_test
 
     rows = []
     for cand in cands:
         values = np.array([a.synapse(cand.layer, cand.head, cand.i, cand.j) for a in held])
         test = mann_whitney_test(values[labels], values[~labels])
+        by_word = None
+        if words is not None:
+            ids = np.unique(words)
+            means = np.array([values[words == w].mean() for w in ids])
+            inside = np.array([labels[words == w][0] for w in ids])
+            by_word = mann_whitney_test(means[inside], means[~inside]).to_dict()
         rows.append({
             **cand.to_dict(),
             "held_out": test.to_dict(),
+            "held_out_by_word": by_word,
             "significant": test.p_value < alpha / len(cands),
             "values_concept": values[labels].tolist(),
             "values_contrast": values[~labels].tolist(),
@@ -156,7 +170,10 @@ def selectivity(model: Any, tokenizer: Any, c: Concept, s: SynapseSettings) -> d
     from bdh.analysis.synapses import select_candidates, synapse_activity
 
     rng = np.random.default_rng(s.seed)
-    (sel_texts, sel_labels), (test_texts, test_labels) = sentences(c, s, 0), sentences(c, s, 1)
+    (sel_texts, sel_labels, _), (test_texts, test_labels, test_words) = (
+        sentences(c, s, 0),
+        sentences(c, s, 1),
+    )
     sel = [synapse_activity(model, tokenizer.encode(t)) for t in sel_texts]
     held = [synapse_activity(model, tokenizer.encode(t)) for t in test_texts]
     result: dict[str, Any] = {
@@ -166,12 +183,12 @@ def selectivity(model: Any, tokenizer: Any, c: Concept, s: SynapseSettings) -> d
         "held_out": {"sentences": len(test_texts), "words": sorted(set(c.words[: s.words][1::2]) | set(c.contrast[: s.words][1::2]))},
         "examples": [sel_texts[0], sel_texts[-1], test_texts[0], test_texts[-1]],
     }  # fmt: skip
-    for name, labels_sel, labels_test in (
-        ("true_labels", sel_labels, test_labels),
-        ("shuffled_labels", rng.permutation(sel_labels), rng.permutation(test_labels)),
+    for name, labels_sel, labels_test, words in (
+        ("true_labels", sel_labels, test_labels, test_words),
+        ("shuffled_labels", rng.permutation(sel_labels), rng.permutation(test_labels), None),
     ):
         cands = select_candidates(sel, labels_sel, s.candidates)
-        rows = _test_candidates(cands, held, labels_test, s.alpha)
+        rows = _test_candidates(cands, held, labels_test, s.alpha, words)
         best = cands[0]
         in_sample = np.array([a.synapse(best.layer, best.head, best.i, best.j) for a in sel])
         dipped = mann_whitney_test(in_sample[labels_sel], in_sample[~labels_sel])
@@ -370,20 +387,27 @@ def markdown_report(report: dict[str, Any]) -> str:
         "pipeline with the labels shuffled in both splits (seed "
         f"{s['seed']}). A synapse's value: sigma after reading the sentence from an empty state.",
         "",
-        "| concept vs contrast | labels | best synapse (layer, head, i, j) | selection p | held-out U | held-out r | held-out p | candidates significant held out | best, tested in sample (double dipping) p |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| concept vs contrast | labels | best synapse (layer, head, i, j) | selection p | held-out U | held-out r | held-out p | candidates significant held out | best, by word: U, p | best, tested in sample (double dipping) p |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]  # fmt: skip
     for c in report["concepts"]:
         for key, label in (("true_labels", "true"), ("shuffled_labels", "shuffled")):
             d = c[key]
             b, t = d["best"], d["best"]["held_out"]
+            w = b["held_out_by_word"]
+            by_word = "n/a" if w is None else f"{w['U']:.0f} / {w['U_max']}, {_fmt_p(w['p_value'])}"
             lines.append(
                 f"| {c['concept']} vs {c['contrast']} | {label} | {tuple(b['synapse'])} | "
                 f"{_fmt_p(b['selection_p'])} | {t['U']:.0f} / {t['U_max']} | {t['rank_biserial']:.3f} | "
                 f"{_fmt_p(t['p_value'])} | {d['significant_held_out']} / {len(d['candidates'])} | "
-                f"{_fmt_p(d['best_tested_in_sample']['p_value'])} |"
+                f"{by_word} | {_fmt_p(d['best_tested_in_sample']['p_value'])} |"
             )
     lines += [
+        "",
+        "By word: the held-out test again with one value per word (the mean over its "
+        "sentences), since a word's sentences are not independent samples; with few words a "
+        "side its smallest possible p is 1 / C(n1 + n2, n1). Not run for the shuffled labels, "
+        "which are shuffled by sentence.",
         "",
         "![selectivity](selectivity.png)",
         "",
@@ -404,11 +428,21 @@ def markdown_report(report: dict[str, Any]) -> str:
         else:
             said = (f"**no candidate holds on held-out sentences** (best: U = {t['U']:.0f} of "
                     f"{t['U_max']}, p = {_fmt_p(t['p_value'])})")  # fmt: skip
+        threshold = s["alpha"] / len(sh["candidates"])
         null = (
-            "null, as it must be"
+            f"null, as it must be (no candidate below p = {threshold:g}; its best held-out p "
+            f"{_fmt_p(sh['best']['held_out']['p_value'])})"
             if sh["significant_held_out"] == 0
-            else (f"NOT null ({sh['significant_held_out']} candidates significant)")
+            else f"NOT null ({sh['significant_held_out']} candidates significant)"
         )
+        w = tr["best"]["held_out_by_word"]
+        by_word = (
+            f" By word ({w['n_inside']} against {w['n_outside']} words): U = {w['U']:.0f} of "
+            f"{w['U_max']}, p = {_fmt_p(w['p_value'])}"
+            + (": it holds word by word." if w["p_value"] < s["alpha"] else
+               ": not significant word by word, so the sentence-level p counts the same few "
+               "words many times.")
+        )  # fmt: skip
         versus = (
             "weaker than the paper's currency synapse"
             if t["U"] / max(t["U_max"], 1) < 2368 / 2500
@@ -416,7 +450,7 @@ def markdown_report(report: dict[str, Any]) -> str:
         )
         lines.append(
             f"- {c['concept']} vs {c['contrast']}: {said}; {versus} by U / U_max "
-            f"({t['U'] / max(t['U_max'], 1):.3f} against 0.947). Shuffled control: {null} "
+            f"({t['U'] / max(t['U_max'], 1):.3f} against 0.947).{by_word} Shuffled control: {null} "
             f"(its best candidate would look significant in sample: p = "
             f"{_fmt_p(sh['best_tested_in_sample']['p_value'])})."
         )
