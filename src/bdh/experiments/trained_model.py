@@ -53,17 +53,23 @@ SMOKE_RECIPE = ModelRecipe(
 )  # fmt: skip
 
 
-def final_val_loss(checkpoint: Path) -> float | None:
-    """The last validation loss in the metrics of the run `checkpoint` belongs to (the run
-    directory itself, or a checkpoint inside its `checkpoints/`), None when none is found."""
+def run_metrics(checkpoint: Path) -> dict[str, float | None]:
+    """From the metrics of the run `checkpoint` belongs to (the run directory itself, or a
+    checkpoint inside its `checkpoints/`): the last validation loss and the training
+    seconds logged last; None where not found."""
     from bdh.train.metrics import read_metrics
 
     for run in (checkpoint, checkpoint.parent.parent):
         path = run / "metrics.jsonl"
         if path.is_file():
-            vals = [r["val_loss"] for r in read_metrics(path) if "val_loss" in r]
-            return vals[-1] if vals else None
-    return None
+            rows = read_metrics(path)
+            vals = [r["val_loss"] for r in rows if "val_loss" in r]
+            elapsed = [r["elapsed_s"] for r in rows if "elapsed_s" in r]
+            return {
+                "final_val_loss": vals[-1] if vals else None,
+                "logged_train_seconds": elapsed[-1] if elapsed else None,
+            }
+    return {"final_val_loss": None, "logged_train_seconds": None}
 
 
 def experiment_model(
@@ -109,7 +115,7 @@ def experiment_model(
         model_type=config["model_type"],
         model_config=config["config"],
         parameters=sum(p.numel() for p in model.parameters()),
-        final_val_loss=final_val_loss(path),
+        **run_metrics(path),
     )
     return model, tokenizer, record
 
@@ -156,5 +162,7 @@ def describe_model(record: dict[str, Any]) -> str:
                 )
                 + ")"
             )
+        if record.get("logged_train_seconds") is not None:
+            origin += f", its training log ending at {record['logged_train_seconds']:.0f} s"
     loss = "not recorded" if val is None else f"{val:.3f} nats/token"
     return f"Model: {shape}; {origin}. Validation loss {loss}."
