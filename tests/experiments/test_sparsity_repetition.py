@@ -83,7 +83,7 @@ def test_the_cli_reads_a_given_checkpoint(smoke_report, tmp_path, capsys):
     report = json.loads((tmp_path / "r" / "report.json").read_text())
     assert not report["model"]["trained_here"] and not (tmp_path / "r" / "runs").exists()
     assert report["model"]["is_default_recipe"]  # the smoke run trained the smoke recipe
-    assert "x: warm-up" in capsys.readouterr().out
+    assert "than fresh words in every layer" in capsys.readouterr().out
 
 
 def test_refusals(smoke_report, tmp_path, capsys):

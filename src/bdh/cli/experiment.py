@@ -139,7 +139,8 @@ def sparsity_repetition(
     for v in report["verdicts"]:
         click.echo(
             f"{v['signal']}: warm-up {100 * v['warmup_density']:.2f}% -> late repeats "
-            f"{100 * v['late_repeat_density']:.2f}% ({'drops' if v['drop_on_repetition'] else 'no drop in every layer'})"
+            f"{100 * v['late_repeat_density']:.2f}%, fresh words {100 * v['fresh_word_density']:.2f}% "
+            f"({'sparser' if v['below_fresh_words'] else 'not sparser'} than fresh words in every layer)"
         )
     click.echo(f"wrote {out_dir}/report.md")
 
