@@ -59,7 +59,9 @@ def _hooks(
         calls = store[name] = []
 
         def hook(_mod: nn.Module, out: Tensor, calls: list[Tensor] = calls) -> None:
-            calls.append(out.detach().float().cpu())
+            # fp64 stays fp64 (exact checks of readouts); other dtypes are read as fp32.
+            dtype = torch.float64 if out.dtype == torch.float64 else torch.float32
+            calls.append(out.detach().to(dtype).cpu())
 
         handles += probe.hook(model, hook)
     try:

@@ -183,6 +183,48 @@ def mann_whitney_greater(features: np.ndarray, inside: np.ndarray) -> np.ndarray
     return p if np.ndim(inside) == 2 else p[0]
 
 
+@dataclass
+class MannWhitneyTest:
+    """One one-sided Mann-Whitney U test of `inside` > `outside`.
+
+    u: the U statistic of `inside` (of n_inside * n_outside pairs, ties counted half);
+    rank_biserial = 2 u / (n_inside n_outside) - 1, in [-1, 1] (1: every inside value above
+    every outside one); p_value from scipy.stats.mannwhitneyu (exact for small samples
+    without ties, else the normal approximation).
+    """
+
+    u: float
+    n_inside: int
+    n_outside: int
+    p_value: float
+    rank_biserial: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "U": self.u,
+            "U_max": self.n_inside * self.n_outside,
+            "n_inside": self.n_inside,
+            "n_outside": self.n_outside,
+            "p_value": self.p_value,
+            "rank_biserial": self.rank_biserial,
+        }
+
+
+def mann_whitney_test(inside: np.ndarray, outside: np.ndarray) -> MannWhitneyTest:
+    """Are the values `inside` larger than those `outside`? One-sided Mann-Whitney U."""
+    from scipy.stats import mannwhitneyu
+
+    inside, outside = np.asarray(inside, np.float64), np.asarray(outside, np.float64)
+    if not inside.size or not outside.size:
+        raise BDHError("a Mann-Whitney test needs values on both sides")
+    result = mannwhitneyu(inside, outside, alternative="greater")
+    u, pairs = float(result.statistic), inside.size * outside.size
+    return MannWhitneyTest(
+        u=u, n_inside=inside.size, n_outside=outside.size,
+        p_value=float(result.pvalue), rank_biserial=2.0 * u / pairs - 1.0,
+    )  # fmt: skip
+
+
 def _p_values(features: np.ndarray, labels: np.ndarray, n_groups: int) -> np.ndarray:
     return mann_whitney_greater(features, labels[None, :] == np.arange(n_groups)[:, None])
 

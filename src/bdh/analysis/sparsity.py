@@ -45,10 +45,15 @@ class SparsityStats:
         }
 
 
+def active_fraction(acts: Tensor) -> np.ndarray:
+    """Share of non-zero units of acts [..., N] per row: [...] in [0, 1] (float64)."""
+    return (acts != 0).double().mean(dim=-1).numpy()
+
+
 def sparsity_stats(acts: Tensor, bins: int = 20) -> SparsityStats:
     """Statistics of activity acts [L, B, H, T, N] (e.g. `Activations["x"]`)."""
     active = (acts != 0).double().numpy()  # L, B, H, T, N
-    per_cell = active.mean(axis=-1)  # L, B, H, T
+    per_cell = active_fraction(acts)  # L, B, H, T
     hist, edges = np.histogram(per_cell.ravel(), bins=bins, range=(0.0, 1.0))
     neuron_rate = active.mean(axis=(1, 3))  # L, H, N
     return SparsityStats(

@@ -115,3 +115,101 @@ def scaling(out_dir: str, force: bool, smoke: bool, sizes: str | None, **options
     for r in report["summary"]:
         click.echo(f"{r['family']:>4} {r['params']:>12,} params: mean val loss {r['mean']:.3f}")
     click.echo(f"wrote {out_dir}/report.md")
+
+
+def _analysis_experiment_options(fn):  # type: ignore[no-untyped-def]
+    """The options every experiment reading one trained model shares (its model: a
+    checkpoint, or one trained first by bdh.train)."""
+    options = [
+        click.option("--out", "out_dir", required=True, help="Report directory (a trained model goes in OUT/runs/model)."),
+        click.option("--force", is_flag=True, help="Replace an existing report directory."),
+        click.option("--smoke", is_flag=True, help="A seconds-long configuration that checks the pipeline, not the science."),
+        click.option("--checkpoint", default=None, metavar="RUN_OR_CKPT",
+                     help="BDH run or checkpoint directory to read (default: train one first)."),
+        click.option("--preset", default="tiny", show_default=True, help="Preset of the model trained without --checkpoint."),
+        click.option("--train-steps", type=click.IntRange(min=1), default=600, show_default=True,
+                     help="Steps of the model trained without --checkpoint (16 x 256 tokens each)."),
+        click.option("--seed", type=int, default=0, show_default=True, help="Seed of the probe texts and controls."),
+        click.option("--threads", type=click.IntRange(min=1), default=None, help="Torch threads."),
+    ]  # fmt: skip
+    for option in reversed(options):
+        fn = option(fn)
+    return fn
+
+
+def _recipe(preset: str, train_steps: int) -> object:
+    from bdh.experiments.trained_model import ModelRecipe
+
+    return ModelRecipe(preset=preset, steps=train_steps)
+
+
+@experiment.command("sparsity-repetition")
+@_analysis_experiment_options
+@click.option(
+    "--words",
+    type=click.IntRange(min=1),
+    default=256,
+    show_default=True,
+    help="Random words averaged over.",
+)
+@click.option(
+    "--warmup",
+    type=click.IntRange(min=1),
+    default=64,
+    show_default=True,
+    help="Random letters before the word.",
+)
+@click.option("--word-length", type=click.IntRange(min=1), default=6, show_default=True)
+@click.option("--repeats", type=click.IntRange(min=2), default=16, show_default=True)
+def sparsity_repetition(
+    out_dir: str, force: bool, smoke: bool, preset: str, train_steps: int, **options: object
+) -> None:  # fmt: skip
+    """Neuron density per layer and token over random letters, then a repeated random word (§6.4)."""
+    from bdh.experiments.sparsity_repetition import (
+        SMOKE,
+        SparsityRepetitionSettings,
+        run_sparsity_repetition,
+    )
+
+    options["recipe"] = _recipe(preset, train_steps)
+    if smoke:
+        options.update(SMOKE)
+    settings = SparsityRepetitionSettings(out_dir=out_dir, **options)  # type: ignore[arg-type]
+    command = "bdh " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    report = run_sparsity_repetition(settings, force=force, command=command)
+    for v in report["verdicts"]:
+        click.echo(
+            f"{v['signal']}: warm-up {100 * v['warmup_density']:.2f}% -> late repeats "
+            f"{100 * v['late_repeat_density']:.2f}%, fresh words {100 * v['fresh_word_density']:.2f}% "
+            f"({'sparser' if v['below_fresh_words'] else 'not sparser'} than fresh words in every layer)"
+        )
+    click.echo(f"wrote {out_dir}/report.md")
+
+
+@experiment.command("synapses")
+@_analysis_experiment_options
+@click.option("--text-tokens", type=click.IntRange(min=2), default=2048, show_default=True,
+              help="Validation tokens the degree distribution is read over.")  # fmt: skip
+@click.option("--k-sigma", type=click.FloatRange(min=0), default=3.0, show_default=True,
+              help="Edges: entries above mean + K std of each head's sigma.")  # fmt: skip
+@click.option("--candidates", type=click.IntRange(min=1), default=10, show_default=True,
+              help="Synapses carried from the selection split to the held-out test.")  # fmt: skip
+def synapses(
+    out_dir: str, force: bool, smoke: bool, preset: str, train_steps: int, **options: object
+) -> None:  # fmt: skip
+    """Synapse readout sigma (§6.2-6.3): its degree distribution, and concept-selective synapses."""
+    from bdh.experiments.synapses import SMOKE, SynapseSettings, run_synapses
+
+    options["recipe"] = _recipe(preset, train_steps)
+    if smoke:
+        options.update(SMOKE)
+    settings = SynapseSettings(out_dir=out_dir, **options)  # type: ignore[arg-type]
+    command = "bdh " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    report = run_synapses(settings, force=force, command=command)
+    for c in report["concepts"]:
+        t, null = c["true_labels"]["best"]["held_out"], c["shuffled_labels"]["best"]["held_out"]
+        click.echo(
+            f"{c['concept']} vs {c['contrast']}: held out U = {t['U']:.0f}/{t['U_max']}, "
+            f"r = {t['rank_biserial']:.2f}, p = {t['p_value']:.1e}; shuffled p = {null['p_value']:.1e}"
+        )
+    click.echo(f"wrote {out_dir}/report.md")
