@@ -1,4 +1,4 @@
-"""`bdh data build`: corpora made from local files (docs/experiments/merging/README.md)."""
+"""`bdh data build`: corpora made from local files (docs/merging.md)."""
 
 from __future__ import annotations
 
@@ -16,7 +16,9 @@ def data() -> None:
 
 @data.command("build")
 @click.argument("name", type=click.Choice(["python-stdlib", "fortunes"]))
-@click.option("--out", "out", type=click.Path(path_type=Path), required=True, help="The corpus file to write.")
+@click.option(
+    "--out", "out", type=click.Path(path_type=Path), required=True, help="The corpus file to write."
+)
 @click.option("--source", type=click.Path(path_type=Path), default=None,
               help="python-stdlib: a library directory [this interpreter's]; fortunes: a .deb file "
                    "or a directory of fortune files (required).")  # fmt: skip

@@ -81,7 +81,9 @@ def long_context(out_dir: str, force: bool, smoke: bool, runs: str, **options: o
 @click.option("--force", is_flag=True, help="Replace an existing report directory.")
 @click.option("--smoke", is_flag=True,
               help="A seconds-long configuration that checks the pipeline, not the science.")  # fmt: skip
-@click.option("--base-data", default="shakespeare", show_default=True, help="Corpus 0, of the base model.")
+@click.option(
+    "--base-data", default="shakespeare", show_default=True, help="Corpus 0, of the base model."
+)
 @click.option("--data-a", default="python-stdlib", show_default=True,
               help="Corpus A: a file, or python-stdlib (built into OUT/runs/corpora).")  # fmt: skip
 @click.option("--data-b", default=None,
@@ -122,5 +124,7 @@ def merging(out_dir: str, force: bool, smoke: bool, **options: object) -> None:
         cells = "  ".join(f"{r}: {model['eval'][r]['bits_per_byte']:.3f}" for r in roles)
         click.echo(f"{name:>10}: {cells} bits/byte")
     for verdict in report["verdicts"]:
-        click.echo(f"{'met' if verdict['met'] else 'NOT MET'}: {verdict['target']} ({verdict['evidence']})")
+        click.echo(
+            f"{'met' if verdict['met'] else 'NOT MET'}: {verdict['target']} ({verdict['evidence']})"
+        )
     click.echo(f"wrote {out_dir}/report.md")

@@ -25,7 +25,6 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from bdh.checkpoint import atomic_write
 from bdh.errors import DataError
 
 DEFAULT_MAX_BYTES = 2_000_000
@@ -146,7 +145,9 @@ def _fortune_texts(source: Path) -> Iterator[tuple[str, bytes]]:
 
 def _fortunes(source: Path | None) -> tuple[Iterator[bytes], str]:
     if source is None:
-        raise DataError("the fortunes corpus needs --source: a .deb file or a directory of fortune files")
+        raise DataError(
+            "the fortunes corpus needs --source: a .deb file or a directory of fortune files"
+        )
     if not source.exists():
         raise DataError(f"no fortune source at '{source}'")
     texts = list(_fortune_texts(source))  # read (and check) before anything is written
@@ -202,8 +203,12 @@ def build_corpus(
         chosen.append(piece)
         size += len(piece)
     if not chosen:
-        raise DataError(f"corpus {name} from '{origin}' is empty (or its first piece exceeds {max_bytes} bytes)")
+        raise DataError(
+            f"corpus {name} from '{origin}' is empty (or its first piece exceeds {max_bytes} bytes)"
+        )
     data = b"".join(chosen)
     out.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write(out, lambda tmp: tmp.write_bytes(data))
+    tmp = out.with_name(f".{out.name}.tmp{os.getpid()}")  # a complete file or none
+    tmp.write_bytes(data)
+    os.replace(tmp, out)
     return BuiltCorpus(name, out, len(data), hashlib.sha256(data).hexdigest(), len(chosen), origin)

@@ -107,13 +107,22 @@ class MergingSettings:
     def __post_init__(self) -> None:
         if self.shared not in ("average", "a"):
             raise ConfigError(f"shared must be 'average' or 'a', got {self.shared!r}")
-        for name in ("base_steps", "ft_steps", "batch_size", "block_size", "eval_tokens", "mix_chunk"):
+        for name in (
+            "base_steps",
+            "ft_steps",
+            "batch_size",
+            "block_size",
+            "eval_tokens",
+            "mix_chunk",
+        ):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.mix_steps < 0:
             raise ConfigError(f"mix_steps must be >= 0, got {self.mix_steps}")
 
-    def train_config(self, name: str, data: str, steps: int, lr: float, init_from: str | None) -> Any:
+    def train_config(
+        self, name: str, data: str, steps: int, lr: float, init_from: str | None
+    ) -> Any:
         from bdh.train import TrainConfig
 
         return TrainConfig(
@@ -158,7 +167,9 @@ def _mixed_corpus(a_train: np.ndarray, b_train: np.ndarray, chunk: int, path: Pa
     as many of each as the shorter split has, into `path`."""
     pieces = min(len(a_train), len(b_train)) // chunk
     if pieces < 1:
-        raise ConfigError(f"the training splits of A and B are shorter than one mix chunk ({chunk} bytes)")
+        raise ConfigError(
+            f"the training splits of A and B are shorter than one mix chunk ({chunk} bytes)"
+        )
     with open(path, "wb") as f:
         for i in range(pieces):
             f.write(np.asarray(a_train[i * chunk : (i + 1) * chunk]).tobytes())
@@ -203,7 +214,7 @@ def run_merging(
 
     s = settings
     if s.data_b is None:
-        raise ConfigError("corpus B is needed: --data-b FILE (see docs/experiments/merging/README.md)")
+        raise ConfigError("corpus B is needed: --data-b FILE (see docs/merging.md)")
     out = ReportDir(s.out_dir, force)
     if s.threads:
         torch.set_num_threads(s.threads)
@@ -219,7 +230,9 @@ def run_merging(
         role: {
             "spec": specs[role],
             "path": corpora[role].source,
-            "sha256": _sha256(Path(corpora[role].source)) if Path(corpora[role].source).is_file() else None,
+            "sha256": _sha256(Path(corpora[role].source))
+            if Path(corpora[role].source).is_file()
+            else None,
             "train_bytes": len(corpora[role].train),
             "val_bytes": len(corpora[role].val),
         }
@@ -260,7 +273,10 @@ def run_merging(
     }  # fmt: skip
     if s.mix_steps:
         mixed = _mixed_corpus(
-            corpora["A"].train, corpora["B"].train, s.mix_chunk, out.path("runs") / "corpora" / "mixed-a-b.txt"
+            corpora["A"].train,
+            corpora["B"].train,
+            s.mix_chunk,
+            out.path("runs") / "corpora" / "mixed-a-b.txt",
         )
         corpus_info["A+B"] = {
             "spec": "training splits of A and B, alternating chunks",
@@ -278,7 +294,9 @@ def run_merging(
         t0 = time.perf_counter()
         evals[name] = {}
         for role, corpus in corpora.items():
-            result = evaluate(model, corpus.val, tok, s.block_size, batch_size=8, max_tokens=s.eval_tokens)
+            result = evaluate(
+                model, corpus.val, tok, s.block_size, batch_size=8, max_tokens=s.eval_tokens
+            )
             evals[name][role] = asdict(result)
         records[name]["eval_seconds"] = time.perf_counter() - t0
         records[name]["eval"] = evals[name]
@@ -310,7 +328,9 @@ def _prompt(val: np.ndarray) -> str:
     return head[start : start + PROMPT_BYTES].decode("utf-8", errors="replace")
 
 
-def _samples(model: Any, tokenizer: Any, corpora: dict[str, Any], s: MergingSettings) -> dict[str, Any]:
+def _samples(
+    model: Any, tokenizer: Any, corpora: dict[str, Any], s: MergingSettings
+) -> dict[str, Any]:
     """A continuation of a prompt from the validation split of A and of B (seeded sampling,
     temperature 0.8): does a model write the language of the prompt, or mix?"""
     from bdh.generate import SamplingConfig, generate_text
@@ -319,7 +339,12 @@ def _samples(model: Any, tokenizer: Any, corpora: dict[str, Any], s: MergingSett
     for role in ("A", "B"):
         prompt = _prompt(corpora[role].val)
         text = generate_text(
-            model, tokenizer, [prompt], s.sample_tokens, SamplingConfig(temperature=0.8), seed=s.seed
+            model,
+            tokenizer,
+            [prompt],
+            s.sample_tokens,
+            SamplingConfig(temperature=0.8),
+            seed=s.seed,
         )[0]
         out[role] = {"prompt": prompt, "continuation": text}
     return out
@@ -368,10 +393,16 @@ def _verdicts(evals: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def _corpus_labels(corpus_info: dict[str, Any]) -> dict[str, str]:
-    return {role: f"{role}: {Path(str(info['spec'])).stem}" for role, info in corpus_info.items() if role != "A+B"}
+    return {
+        role: f"{role}: {Path(str(info['spec'])).stem}"
+        for role, info in corpus_info.items()
+        if role != "A+B"
+    }
 
 
-def plot_bits_per_byte(evals: dict[str, dict[str, Any]], out_path: Path, labels: dict[str, str]) -> Path:
+def plot_bits_per_byte(
+    evals: dict[str, dict[str, Any]], out_path: Path, labels: dict[str, str]
+) -> Path:
     """Grouped bars: one group per evaluation corpus, one bar per model."""
     from bdh.evaluation_plot import require_pyplot
 
@@ -396,7 +427,12 @@ def plot_bits_per_byte(evals: dict[str, dict[str, Any]], out_path: Path, labels:
 
 
 def markdown_report(report: dict[str, Any]) -> str:
-    s, m, models, corpora = report["settings"], report["machine"], report["models"], report["corpora"]
+    s, m, models, corpora = (
+        report["settings"],
+        report["machine"],
+        report["models"],
+        report["corpora"],
+    )
     roles = [r for r in corpora if r != "A+B"]
     labels = _corpus_labels(corpora)
     tokens = lambda n: f"{n:,}"  # noqa: E731
@@ -414,26 +450,33 @@ def markdown_report(report: dict[str, Any]) -> str:
         "",
         "## Corpora",
         "",
-        "| corpus | source | train bytes | val bytes | sha256 |",
-        "|---|---|---|---|---|",
+        "| corpus | source | train bytes | val bytes | val bytes scored | sha256 |",
+        "|---|---|---|---|---|---|",
     ]
+    first = next(iter(models.values()))
     for role, info in corpora.items():
         digest = (info["sha256"] or "n/a")[:16]
+        scored = tokens(first["eval"][role]["tokens"]) if role in first["eval"] else "n/a"
         lines.append(
-            f"| {role} | `{info['spec']}` | {tokens(info['train_bytes'])} | {tokens(info['val_bytes'])} | {digest} |"
+            f"| {role} | `{info['spec']}` | {tokens(info['train_bytes'])} | {tokens(info['val_bytes'])} | "
+            f"{scored} | {digest} |"
         )
     lines += [
         "",
-        f"## Validation bits per byte (first {tokens(s['eval_tokens'])} bytes of each validation split)",
+        f"## Validation bits per byte (at most the first {tokens(s['eval_tokens'])} bytes of each validation split)",
         "",
-        "| model | " + " | ".join(labels[r] for r in roles) + " | parameters | neurons/head | trained tokens | train s |",
+        "| model | "
+        + " | ".join(labels[r] for r in roles)
+        + " | parameters | neurons/head | trained tokens | train s |",
         "|" + "---|" * (len(roles) + 5),
     ]
     for name, r in models.items():
         cells = [f"{r['eval'][role]['bits_per_byte']:.3f}" for role in roles]
         p = r["parameters"]
         lines.append(
-            f"| {name} | " + " | ".join(cells) + f" | {tokens(p['total'])} | {p['neurons_per_head']} | "
+            f"| {name} | "
+            + " | ".join(cells)
+            + f" | {tokens(p['total'])} | {p['neurons_per_head']} | "
             f"{tokens(r['tokens_trained'])} | {r['train_seconds']:.0f} |"
         )
     check = report["parameter_check"]
@@ -448,7 +491,9 @@ def markdown_report(report: dict[str, Any]) -> str:
         "",
     ]
     for v in report["verdicts"]:
-        lines.append(f"- {'**met**' if v['met'] else '**not met**'}: {v['target']} ({v['evidence']}).")
+        lines.append(
+            f"- {'**met**' if v['met'] else '**not met**'}: {v['target']} ({v['evidence']})."
+        )
     if any("samples" in r for r in models.values()):
         lines += [
             "",
