@@ -2,13 +2,22 @@
 
 from __future__ import annotations
 
+import copy
 import json
 
 import pytest
 
 from bdh.cli import main
 from bdh.errors import ConfigError
-from bdh.experiments.merging import MODELS, SMOKE, MergingSettings, run_merging
+from bdh.experiments.merging import (
+    MODELS,
+    SMOKE,
+    MergingSettings,
+    _agreement,
+    _readings,
+    _verdicts,
+    run_merging,
+)
 
 
 @pytest.fixture(scope="module")
@@ -40,7 +49,14 @@ def test_smoke_run_writes_the_report(smoke_report):
             windows = (report["corpora"][role]["val_bytes"] - 1) // SMOKE["block_size"]
             assert e["tokens"] == min(SMOKE["eval_tokens"], windows * SMOKE["block_size"])
         assert set(model["samples"]) == {"A", "B"}
-    assert "## The paper's claim next to ours" in text and "## Samples" in text
+    for section in (
+        "## Targets",
+        "## What the numbers say",
+        "## The paper's claim next to ours",
+        "## Samples",
+    ):
+        assert section in text
+    assert "- Ours: at this scale, our result " in text
     # Each model trained what it says, from the model it says.
     configs = {n: m["train_config"] for n, m in report["models"].items()}
     assert configs["base"]["init_from"] is None and configs["base"]["steps"] == SMOKE["base_steps"]
@@ -100,3 +116,29 @@ def test_bad_settings_are_refused(tmp_path):
         MergingSettings(out_dir="x", shared="sum")
     with pytest.raises(ConfigError, match="mix_steps"):
         MergingSettings(out_dir="x", mix_steps=-1)
+
+
+def test_the_agreement_sentence_follows_the_verdicts(smoke_report):
+    _, report = smoke_report
+    fake = copy.deepcopy(report)
+    models = fake["models"]
+    for role in ("A", "B"):  # base worst, the specialists best, the merge between them
+        for name, bpb in (
+            ("base", 3.0),
+            ("+A", 2.0),
+            ("+B", 2.0),
+            ("merged", 2.5),
+            ("merged+ft", 2.2),
+        ):
+            models[name]["eval"][role]["bits_per_byte"] = bpb
+        models["+B" if role == "A" else "+A"]["eval"][role]["bits_per_byte"] = 2.9
+    fake["verdicts"] = _verdicts({n: m["eval"] for n, m in models.items()})
+    text = _agreement(fake)
+    assert "our result agrees with the claim" in text and "still behind a specialist" in text
+    assert "keeps 50% of +A's gain over base" in " ".join(_readings(fake))
+    models["merged"]["eval"]["B"]["bits_per_byte"] = 3.5  # worse than base on B
+    fake["verdicts"] = _verdicts({n: m["eval"] for n, m in models.items()})
+    assert "agrees only in part" in _agreement(fake)
+    models["merged"]["eval"]["A"]["bits_per_byte"] = 3.5
+    fake["verdicts"] = _verdicts({n: m["eval"] for n, m in models.items()})
+    assert "does not agree" in _agreement(fake)
