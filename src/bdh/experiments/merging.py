@@ -212,6 +212,7 @@ def run_merging(
     from bdh.data import load_corpus
     from bdh.evaluation import evaluate
     from bdh.merge import merge_checkpoints
+    from bdh.precision import resolve_precision
     from bdh.train import train
 
     s = settings
@@ -265,8 +266,8 @@ def run_merging(
             "final_val_loss": _final_val_loss(dirs[name]),
         }
 
-    for step in plan:
-        trained(*step)
+    for stage in plan:
+        trained(*stage)
     t0 = time.perf_counter()
     dirs["merged"] = merge_checkpoints(dirs["+A"], dirs["+B"], runs / "merged", s.shared)
     records["merged"] = {
@@ -308,6 +309,7 @@ def run_merging(
         "command": command,
         "settings": asdict(s),
         "machine": machine,
+        "training_precision": resolve_precision(s.precision, torch.device("cpu"), "bdh"),
         "paper": PAPER,
         "corpora": corpus_info,
         "models": records,
@@ -445,6 +447,7 @@ def markdown_report(report: dict[str, Any]) -> str:
         "",
         f"Machine: {m['cpu']}, {m['threads']} torch threads, torch {m['torch']}, load average "
         f"at the start {m['load_average'][0]:.2f}. Preset `{s['preset']}`, seed {s['seed']}, "
+        f"training precision {report['training_precision']} (scoring in fp32), "
         f"windows of {s['block_size']} bytes, batch {s['batch_size']}. Budget: base "
         f"{s['base_steps']} steps at lr {s['lr']}, each fine-tune {s['ft_steps']} steps at lr "
         f"{s['ft_lr']}, merged+ft {s['mix_steps']} steps at lr {s['ft_lr']}; embed/lm_head of the "
