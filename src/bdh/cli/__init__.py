@@ -15,6 +15,7 @@ COMMAND_MODULES = [
     "bdh.cli.bench",
     "bdh.cli.analyze",
     "bdh.cli.compare",
+    "bdh.cli.data",
     "bdh.cli.experiment",
     "bdh.cli.inference",
     "bdh.cli.merge",

@@ -17,6 +17,7 @@ from bdh.cli.group import app
 _OPTIONS: list[tuple[str, str, Any, str]] = [
     ("--model", "model", click.Choice(["bdh", "neuro", "gpt"]), "Model family [bdh]."),
     ("--preset", "preset", str, "Model preset of that family [tiny]."),
+    ("--init-from", "init_from", str, "Start from this checkpoint's weights and model config (fine-tuning) [a fresh --preset model]."),
     ("--data", "data", str, "Corpus file, directory or name [bundled tiny Shakespeare]."),
     ("--tokenizer", "tokenizer", click.Choice(["byte", "char"]), "Tokenizer [byte]."),
     ("--steps", "steps", click.IntRange(min=1), "Optimizer steps [300]."),

@@ -36,6 +36,9 @@ class TrainConfig(ConfigDict):
     model: str = "bdh"
     preset: str = "tiny"
     model_overrides: dict[str, Any] = field(default_factory=dict)
+    # Start from this checkpoint's weights and model config (fine-tuning); preset and
+    # model_overrides are then unused. None = a fresh model of `preset`.
+    init_from: str | None = None
     data: str | None = None  # corpus path/name; None = bundled tiny Shakespeare
     tokenizer: str = "byte"
     val_fraction: float = 0.1
@@ -115,6 +118,8 @@ class TrainConfig(ConfigDict):
             self.require_positive_ints("reset_tokens")
         if not isinstance(self.model_overrides, dict):
             raise ConfigError("model_overrides must be a mapping of model config fields")
+        if self.init_from is not None and self.model_overrides:
+            raise ConfigError("init_from takes the checkpoint's model config; drop model_overrides (--set)")
 
     def replace(self, **changes: Any) -> TrainConfig:
         return TrainConfig.from_dict({**self.to_dict(), **changes})

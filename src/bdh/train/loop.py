@@ -131,6 +131,20 @@ def _model_overrides(cfg: TrainConfig, vocab_size: int) -> dict[str, Any]:
     return overrides
 
 
+def _initial_model(directory: str, family: str, tokenizer: Any) -> torch.nn.Module:
+    """The model of checkpoint `directory` (init_from), which must be of `family` and have
+    the run's tokenizer."""
+    from bdh.checkpoint import load_checkpoint, read_checkpoint_config
+
+    kind = read_checkpoint_config(directory).get("model_type")
+    if kind != family:
+        raise ConfigError(f"init_from {directory} holds a {kind} model, not {family} (set --model)")
+    model, saved = load_checkpoint(directory)
+    if saved.to_dict() != tokenizer.to_dict():
+        raise ConfigError(f"init_from {directory} has another tokenizer than the run's")
+    return model
+
+
 def rank_seed(seed: int, rank: int, step: int = 0) -> int:
     """The torch seed of `rank` from `step` on (dropout differs per rank and per resume)."""
     return seed + RANK_SEED_STRIDE * rank + step
@@ -236,9 +250,12 @@ class _Trainer:
         self.corpus, self.tokenizer = load_corpus(cfg.data, cfg.tokenizer, cfg.val_fraction)
         self.corpus.check_block_size(cfg.block_size)
         torch.manual_seed(cfg.seed)  # same initial weights on every rank (DDP also broadcasts)
-        self.model = build_model_from_preset(
-            cfg.model, cfg.preset, **_model_overrides(cfg, self.tokenizer.vocab_size)
-        ).to(device)
+        if cfg.init_from is not None:
+            self.model = _initial_model(cfg.init_from, cfg.model, self.tokenizer).to(device)
+        else:
+            self.model = build_model_from_preset(
+                cfg.model, cfg.preset, **_model_overrides(cfg, self.tokenizer.vocab_size)
+            ).to(device)
         self.model.train()
         self.carried = self._carried_state()
         self.optimizer = build_optimizer(
