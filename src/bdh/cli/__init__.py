@@ -16,6 +16,7 @@ COMMAND_MODULES = [
     "bdh.cli.analyze",
     "bdh.cli.compare",
     "bdh.cli.experiment",
+    "bdh.cli.export",
     "bdh.cli.inference",
     "bdh.cli.merge",
     "bdh.cli.train",

@@ -11,6 +11,7 @@ from transformers import AutoConfig, AutoModelForCausalLM
 
 from bdh.hf.cache import BDHCache
 from bdh.hf.configuration import BDHHFConfig
+from bdh.hf.data import CorpusWindows
 from bdh.hf.export import export_hf
 from bdh.hf.modeling import BDHForCausalLM
 from bdh.hf.tokenization import hf_tokenizer
@@ -18,4 +19,4 @@ from bdh.hf.tokenization import hf_tokenizer
 AutoConfig.register("bdh", BDHHFConfig, exist_ok=True)
 AutoModelForCausalLM.register(BDHHFConfig, BDHForCausalLM, exist_ok=True)
 
-__all__ = ["BDHCache", "BDHForCausalLM", "BDHHFConfig", "export_hf", "hf_tokenizer"]
+__all__ = ["BDHCache", "BDHForCausalLM", "BDHHFConfig", "CorpusWindows", "export_hf", "hf_tokenizer"]
