@@ -119,7 +119,11 @@ class CharTokenizer:
 def byte_to_unicode() -> dict[int, str]:
     """The printable character standing for each byte in byte-level BPE (GPT-2's table,
     the `tokenizers` library's ByteLevel alphabet)."""
-    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
+    printable = [
+        *range(ord("!"), ord("~") + 1),
+        *range(ord("¡"), ord("¬") + 1),
+        *range(ord("®"), ord("ÿ") + 1),
+    ]
     table = {b: chr(b) for b in printable}
     for n, b in enumerate(b for b in range(256) if b not in table):
         table[b] = chr(256 + n)
@@ -163,13 +167,17 @@ class BPETokenizer:
         try:
             self.token_bytes = [bytes(to_byte[c] for c in token) for token, _ in by_id]
         except KeyError:
-            raise TokenizerError("not a byte-level BPE: a token has a character outside the byte alphabet") from None
+            raise TokenizerError(
+                "not a byte-level BPE: a token has a character outside the byte alphabet"
+            ) from None
 
     @classmethod
     def train(cls, text: str, vocab_size: int) -> BPETokenizer:
         """Learn merges on `text` until the vocabulary holds `vocab_size` tokens (at least 257)."""
         if vocab_size < MIN_BPE_VOCAB:
-            raise TokenizerError(f"a byte-level BPE vocabulary needs at least {MIN_BPE_VOCAB} tokens, got {vocab_size}")
+            raise TokenizerError(
+                f"a byte-level BPE vocabulary needs at least {MIN_BPE_VOCAB} tokens, got {vocab_size}"
+            )
         tokenizers = _require_tokenizers()
         tokenizer = tokenizers.Tokenizer(tokenizers.models.BPE())
         tokenizer.pre_tokenizer = tokenizers.pre_tokenizers.ByteLevel(add_prefix_space=False)

@@ -24,7 +24,9 @@ def _left_padded(prompts: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
 def test_greedy_equals_bdh_greedy_per_prompt_and_left_padded_batch(pair) -> None:
     model, hf = pair
     n = 16
-    expected = [generate_ids(model, [p], n, SamplingConfig(greedy=True))[0].tolist() for p in PROMPTS]
+    expected = [
+        generate_ids(model, [p], n, SamplingConfig(greedy=True))[0].tolist() for p in PROMPTS
+    ]
     for p, want in zip(PROMPTS, expected):
         out = hf.generate(torch.tensor([p]), max_new_tokens=n, do_sample=False)
         assert out[0, len(p) :].tolist() == want
@@ -66,7 +68,9 @@ def test_sampling_with_a_seed_is_reproducible_and_draws_bdhs_tokens(pair) -> Non
     assert torch.equal(runs[0][:, ids.shape[1] :], ours)
 
 
-def _brute_force_beams(model, prompt: list[int], beams: int, steps: int) -> list[tuple[float, list[int]]]:
+def _brute_force_beams(
+    model, prompt: list[int], beams: int, steps: int
+) -> list[tuple[float, list[int]]]:
     """Textbook beam search, every candidate scored by a full parallel forward from scratch."""
     alive: list[tuple[float, list[int]]] = [(0.0, [])]
     for _ in range(steps):
@@ -100,10 +104,19 @@ def test_decode_memory_is_flat(pair) -> None:
     _, hf = pair
     sizes = []
     for n in (10, 1000):
-        out = hf.generate(torch.tensor([PROMPTS[0]]), max_new_tokens=n, do_sample=False, return_dict_in_generate=True)
+        out = hf.generate(
+            torch.tensor([PROMPTS[0]]),
+            max_new_tokens=n,
+            do_sample=False,
+            return_dict_in_generate=True,
+        )
         assert out.sequences.shape[1] == len(PROMPTS[0]) + n
         cache = getattr(out, CACHE_FIELD)
         assert isinstance(cache, BDHCache) and cache.get_seq_length() == len(PROMPTS[0]) + n - 1
         sizes.append(cache.nbytes())
     c = hf.config
-    assert sizes[0] == sizes[1] == c.n_layer * c.n_head * c.bdh_config().neurons_per_head * c.n_embd * 4
+    assert (
+        sizes[0]
+        == sizes[1]
+        == c.n_layer * c.n_head * c.bdh_config().neurons_per_head * c.n_embd * 4
+    )

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 import bdh
-from bdh.checkpoint import load_checkpoint, save_checkpoint
+from bdh.checkpoint import load_checkpoint
 from bdh.cli import main
 from bdh.data import load_corpus
 from bdh.generate import SamplingConfig, generate_ids
@@ -31,7 +31,9 @@ def test_save_pretrained_round_trip_and_bdh_loads_it(pair, tmp_path) -> None:
     assert sorted(p.name for p in tmp_path.glob("*.safetensors")) == ["model.safetensors"]
     assert not list(tmp_path.glob("*.bin"))
     again = AutoModelForCausalLM.from_pretrained(tmp_path)
-    assert isinstance(again, BDHForCausalLM) and isinstance(AutoConfig.from_pretrained(tmp_path).bdh_config(), bdh.BDHConfig)
+    assert isinstance(again, BDHForCausalLM) and isinstance(
+        AutoConfig.from_pretrained(tmp_path).bdh_config(), bdh.BDHConfig
+    )
     ours, tokenizer = load_checkpoint(tmp_path)
     assert isinstance(tokenizer, ByteTokenizer)
     for name, tensor in model.state_dict().items():
@@ -78,13 +80,19 @@ class _no_exit:
         return False
 
 
-@pytest.mark.parametrize("tokenizer", [ByteTokenizer(), CharTokenizer("\n !',.:;?ABCDEFabcdef")], ids=["byte", "char"])
+@pytest.mark.parametrize(
+    "tokenizer", [ByteTokenizer(), CharTokenizer("\n !',.:;?ABCDEFabcdef")], ids=["byte", "char"]
+)
 def test_tokenizers_encode_decode_as_ours_and_reload(tokenizer, tmp_path) -> None:
     from transformers import AutoTokenizer
 
     from bdh.hf import hf_tokenizer
 
-    text = "Bad face, cafe: be. fed!\nA\x00B" if tokenizer.kind == "byte" else "Bad face, cafe: be. fed!\nA"
+    text = (
+        "Bad face, cafe: be. fed!\nA\x00B"
+        if tokenizer.kind == "byte"
+        else "Bad face, cafe: be. fed!\nA"
+    )
     hf_tokenizer(tokenizer).save_pretrained(tmp_path)
     loaded = AutoTokenizer.from_pretrained(tmp_path)
     ids = loaded(text)["input_ids"]
@@ -117,7 +125,9 @@ def test_trainer_lowers_the_loss(tmp_path) -> None:
     train = CorpusWindows(corpus.train[:40_000], block_size=32)
     held_out = CorpusWindows(corpus.val[:4096], block_size=32)
     torch.manual_seed(0)
-    model = BDHForCausalLM(BDHHFConfig(n_layer=2, n_embd=32, n_head=2, mlp_internal_dim_multiplier=8, dropout=0.0))
+    model = BDHForCausalLM(
+        BDHHFConfig(n_layer=2, n_embd=32, n_head=2, mlp_internal_dim_multiplier=8, dropout=0.0)
+    )
     args = TrainingArguments(
         output_dir=str(tmp_path), max_steps=40, per_device_train_batch_size=16, per_device_eval_batch_size=16,
         learning_rate=3e-3, warmup_steps=0, logging_steps=10, save_strategy="no", report_to=[],
@@ -129,7 +139,12 @@ def test_trainer_lowers_the_loss(tmp_path) -> None:
     after = trainer.evaluate()["eval_loss"]
     assert after < before - 0.5, (before, after)
     with pytest.raises(ValueError, match="checkpointing"):
-        Trainer(model=model, args=TrainingArguments(output_dir=str(tmp_path), gradient_checkpointing=True, use_cpu=True, report_to=[])).train()
+        Trainer(
+            model=model,
+            args=TrainingArguments(
+                output_dir=str(tmp_path), gradient_checkpointing=True, use_cpu=True, report_to=[]
+            ),
+        ).train()
 
 
 def test_the_core_package_never_imports_transformers() -> None:

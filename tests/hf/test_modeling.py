@@ -23,7 +23,17 @@ def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
 
 @pytest.mark.parametrize(
     "cfg",
-    [TINY, dict(n_layer=4, n_embd=64, n_head=4, mlp_internal_dim_multiplier=16, dropout=0.0, vocab_size=97)],
+    [
+        TINY,
+        dict(
+            n_layer=4,
+            n_embd=64,
+            n_head=4,
+            mlp_internal_dim_multiplier=16,
+            dropout=0.0,
+            vocab_size=97,
+        ),
+    ],
     ids=["tiny", "vocab97"],
 )
 def test_logits_equal_bdh_and_official(cfg: dict) -> None:
@@ -48,7 +58,9 @@ def test_loss_uses_shifted_labels(pair) -> None:
     labels = idx.clone()
     labels[0, :5] = -100
     out = hf(idx, labels=labels, use_cache=False)
-    expected = F.cross_entropy(out.logits[:, :-1].reshape(-1, 256), labels[:, 1:].reshape(-1), ignore_index=-100)
+    expected = F.cross_entropy(
+        out.logits[:, :-1].reshape(-1, 256), labels[:, 1:].reshape(-1), ignore_index=-100
+    )
     assert torch.allclose(out.loss, expected, rtol=1e-6)
     # and bdh's own loss on (input, next token) pairs
     _, loss = model(idx[1:, :-1], idx[1:, 1:])
@@ -124,7 +136,9 @@ def test_a_cache_continues_and_position_ids_must_follow_it(pair) -> None:
     with torch.no_grad():
         first = hf(ids[:, :5], position_ids=torch.arange(5).expand(2, 5))
         cache = first[CACHE_FIELD]
-        second = hf(ids[:, 5:], position_ids=torch.arange(5, 9).expand(2, 4), **{CACHE_FIELD: cache})
+        second = hf(
+            ids[:, 5:], position_ids=torch.arange(5, 9).expand(2, 4), **{CACHE_FIELD: cache}
+        )
         assert _rel(second.logits, model(ids)[0][:, 5:]) <= 1e-5
         with pytest.raises(HFInputError, match="position_ids"):
             hf(ids[:, :1], position_ids=torch.zeros(2, 1, dtype=torch.long), **{CACHE_FIELD: cache})

@@ -11,7 +11,13 @@ from bdh.cli.group import app
 
 @app.command()
 @click.argument("checkpoint", type=click.Path(path_type=Path))
-@click.option("--format", "fmt", type=click.Choice(["hf"]), required=True, help="hf: a Hugging Face transformers model directory (needs bdh[hf]).")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["hf"]),
+    required=True,
+    help="hf: a Hugging Face transformers model directory (needs bdh[hf]).",
+)
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="Directory to write.")
 @click.option("--force", is_flag=True, help="Write into --out even if it is not empty.")
 def export(checkpoint: Path, fmt: str, out: Path, force: bool) -> None:
@@ -28,5 +34,7 @@ def export(checkpoint: Path, fmt: str, out: Path, force: bool) -> None:
     try:
         from bdh.hf import export_hf
     except ImportError as err:
-        raise BDHError(f"--format hf needs transformers ({err.name} is missing): pip install 'bdh[hf]'") from None
+        raise BDHError(
+            f"--format hf needs transformers ({err.name} is missing): pip install 'bdh[hf]'"
+        ) from None
     print(f"wrote {export_hf(checkpoint, out)}")

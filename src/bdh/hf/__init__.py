@@ -19,4 +19,11 @@ from bdh.hf.tokenization import hf_tokenizer
 AutoConfig.register("bdh", BDHHFConfig, exist_ok=True)
 AutoModelForCausalLM.register(BDHHFConfig, BDHForCausalLM, exist_ok=True)
 
-__all__ = ["BDHCache", "BDHForCausalLM", "BDHHFConfig", "CorpusWindows", "export_hf", "hf_tokenizer"]
+__all__ = [
+    "BDHCache",
+    "BDHForCausalLM",
+    "BDHHFConfig",
+    "CorpusWindows",
+    "export_hf",
+    "hf_tokenizer",
+]

@@ -84,7 +84,9 @@ class BDHCache(Cache):
         if self.pads is not None:
             self.pads = self.pads[indices.to(self.pads.device)]
         if self.next_position_ids is not None:
-            self.next_position_ids = self.next_position_ids[indices.to(self.next_position_ids.device)]
+            self.next_position_ids = self.next_position_ids[
+                indices.to(self.next_position_ids.device)
+            ]
 
     def reorder_cache(self, beam_idx: Tensor) -> None:
         """Beam search: row i continues the beam beam_idx[i]."""

@@ -15,7 +15,9 @@ class CorpusWindows(Dataset):
 
     def __init__(self, tokens: np.ndarray, block_size: int) -> None:
         if block_size < 2 or len(tokens) < block_size:
-            raise DataError(f"{len(tokens)} tokens make no window of {block_size} (block size >= 2)")
+            raise DataError(
+                f"{len(tokens)} tokens make no window of {block_size} (block size >= 2)"
+            )
         self.tokens = tokens
         self.block_size = block_size
 
@@ -26,5 +28,7 @@ class CorpusWindows(Dataset):
         if not 0 <= i < len(self):
             raise IndexError(i)
         start = i * self.block_size
-        ids = torch.from_numpy(np.asarray(self.tokens[start : start + self.block_size], dtype=np.int64))
+        ids = torch.from_numpy(
+            np.asarray(self.tokens[start : start + self.block_size], dtype=np.int64)
+        )
         return {"input_ids": ids, "labels": ids.clone()}

@@ -63,7 +63,9 @@ def leading_pads(attention_mask: Tensor | None, batch: int, length: int) -> Tens
             "padding, cannot be skipped"
         )
     if bool((pads == length).any()):
-        raise HFInputError("attention_mask masks a whole row: every sequence needs at least one token")
+        raise HFInputError(
+            "attention_mask masks a whole row: every sequence needs at least one token"
+        )
     return pads
 
 
@@ -108,11 +110,15 @@ class BDHForCausalLM(PreTrainedModel, GenerationMixin):
     def _supports_default_dynamic_cache(cls) -> bool:
         return False  # the model makes its own cache (BDHCache), as Mamba does
 
-    def save_pretrained(self, save_directory: str | os.PathLike[str], *args: Any, **kwargs: Any) -> None:
+    def save_pretrained(
+        self, save_directory: str | os.PathLike[str], *args: Any, **kwargs: Any
+    ) -> None:
         """As transformers saves, with our parameter names unprefixed (a `bdh` checkpoint's)."""
         kwargs.setdefault("state_dict", self.bdh.state_dict())
         if kwargs.get("safe_serialization") is False:
-            raise HFInputError("BDH checkpoints are safetensors only (safe_serialization=False refused)")
+            raise HFInputError(
+                "BDH checkpoints are safetensors only (safe_serialization=False refused)"
+            )
         super().save_pretrained(save_directory, *args, **kwargs)
 
     def _reorder_cache(self, cache: BDHCache, beam_idx: Tensor) -> BDHCache:
@@ -166,7 +172,9 @@ class BDHForCausalLM(PreTrainedModel, GenerationMixin):
         if inputs_embeds is not None or input_ids is None:
             raise HFInputError("BDH reads input_ids; inputs_embeds is not supported")
         if output_attentions or output_hidden_states:
-            raise HFInputError("BDH returns no attention maps or per-layer hidden states (use bdh's probes)")
+            raise HFInputError(
+                "BDH returns no attention maps or per-layer hidden states (use bdh's probes)"
+            )
         if input_ids.dim() != 2:
             raise HFInputError(f"input_ids must be [batch, length], got {list(input_ids.shape)}")
         cache = cache if cache is not None else past_key_values
@@ -224,7 +232,9 @@ class BDHForCausalLM(PreTrainedModel, GenerationMixin):
             logits[rows, p:] = part  # padding columns keep zero logits
         return logits
 
-    def _advance(self, input_ids: Tensor, cache: BDHCache, pads: Tensor | None, all_logits: bool) -> Tensor:
+    def _advance(
+        self, input_ids: Tensor, cache: BDHCache, pads: Tensor | None, all_logits: bool
+    ) -> Tensor:
         """Feed input_ids into the cache's state; logits [B, T or 1, vocab].
 
         Under autograd (torch.is_grad_enabled) the state advances differentiably.
@@ -242,7 +252,11 @@ class BDHForCausalLM(PreTrainedModel, GenerationMixin):
                 part = BDHState(kv=kv.index_select(1, rows), position=p)
                 out, part = self.bdh.prefill(input_ids[rows, p:], part, all_logits, grad)
                 if logits is None:
-                    shape = (input_ids.shape[0], T, out.shape[-1]) if all_logits else (input_ids.shape[0], out.shape[-1])
+                    shape = (
+                        (input_ids.shape[0], T, out.shape[-1])
+                        if all_logits
+                        else (input_ids.shape[0], out.shape[-1])
+                    )
                     logits = torch.zeros(shape, dtype=out.dtype, device=out.device)
                 if all_logits:
                     logits[rows, p:] = out
@@ -267,11 +281,21 @@ class BDHForCausalLM(PreTrainedModel, GenerationMixin):
         outputs depend only on relative positions) and continue the cache's count."""
         if position_ids is None:
             return
-        if position_ids.dim() != 2 or position_ids.shape[-1] != T or position_ids.shape[0] not in (1, B):
-            raise HFInputError(f"position_ids must be [batch, length] = [{B}, {T}], got {list(position_ids.shape)}")
+        if (
+            position_ids.dim() != 2
+            or position_ids.shape[-1] != T
+            or position_ids.shape[0] not in (1, B)
+        ):
+            raise HFInputError(
+                f"position_ids must be [batch, length] = [{B}, {T}], got {list(position_ids.shape)}"
+            )
         ids = position_ids.expand(B, T).long()
         columns = torch.arange(T, device=ids.device)
-        real = torch.ones_like(ids, dtype=torch.bool) if pads is None else columns[None, :] >= pads.to(ids.device)[:, None]
+        real = (
+            torch.ones_like(ids, dtype=torch.bool)
+            if pads is None
+            else columns[None, :] >= pads.to(ids.device)[:, None]
+        )
         steps_ok = (ids[:, 1:] - ids[:, :-1] == 1) | ~(real[:, 1:] & real[:, :-1])
         expected = None if cache is None else cache.next_position_ids
         start_ok = expected is None or bool((ids[:, 0] == expected.to(ids.device)).all())

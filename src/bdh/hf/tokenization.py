@@ -29,7 +29,9 @@ def tokenizers_json(tokenizer: Tokenizer) -> dict[str, Any]:
         built.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
         built.decoder = decoders.ByteLevel()
     elif isinstance(tokenizer, CharTokenizer):
-        built = TokenizersTokenizer(models.BPE(vocab={c: i for i, c in enumerate(tokenizer.chars)}, merges=[]))
+        built = TokenizersTokenizer(
+            models.BPE(vocab={c: i for i, c in enumerate(tokenizer.chars)}, merges=[])
+        )
         built.decoder = decoders.Fuse()
     else:
         raise TokenizerError(f"no transformers form for the {tokenizer.kind!r} tokenizer")
