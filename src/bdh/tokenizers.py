@@ -173,7 +173,8 @@ class BPETokenizer:
 
     @classmethod
     def train(cls, text: str, vocab_size: int) -> BPETokenizer:
-        """Learn merges on `text` until the vocabulary holds `vocab_size` tokens (at least 257)."""
+        """Learn merges on `text` until the vocabulary holds `vocab_size` tokens (at least 257;
+        fewer when the text runs out of pairs to merge)."""
         if vocab_size < MIN_BPE_VOCAB:
             raise TokenizerError(
                 f"a byte-level BPE vocabulary needs at least {MIN_BPE_VOCAB} tokens, got {vocab_size}"
