@@ -118,7 +118,7 @@ def test_masks_and_positions_bdh_cannot_honour_are_refused(pair) -> None:
     right = torch.ones_like(ids)
     right[1, -2:] = 0
     with pytest.raises(HFInputError, match="left padding"):
-        hf(ids, attention_mask=right)
+        hf(ids, attention_mask=right, use_cache=True)  # pads would enter the state
     with pytest.raises(HFInputError, match="position_ids"):
         hf(ids, position_ids=torch.tensor([[0, 1, 2, 0, 1, 2]] * 2))
     with pytest.raises(HFInputError, match="inputs_embeds"):
@@ -128,6 +128,20 @@ def test_masks_and_positions_bdh_cannot_honour_are_refused(pair) -> None:
         base = hf(ids, use_cache=False).logits
         shifted = hf(ids, position_ids=torch.arange(7, 13).expand(2, 6), use_cache=False).logits
     assert torch.equal(base, shifted)
+
+
+def test_right_padding_is_harmless_without_a_cache(pair) -> None:
+    model, hf = pair
+    ids = torch.randint(0, 256, (2, 9))
+    mask = torch.ones_like(ids)
+    mask[0, 6:] = 0
+    mask[1, :2] = 0
+    labels = ids.masked_fill(mask == 0, -100)
+    with torch.no_grad():
+        out = hf(ids, attention_mask=mask, labels=labels, use_cache=False)
+        assert _rel(out.logits[0, :6], model(ids[:1, :6])[0][0]) <= RTOL
+        assert _rel(out.logits[1, 2:], model(ids[1:, 2:])[0][0]) <= RTOL
+    assert torch.isfinite(out.loss)
 
 
 def test_a_cache_continues_and_position_ids_must_follow_it(pair) -> None:

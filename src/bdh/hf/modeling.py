@@ -40,10 +40,13 @@ CACHE_FIELD = (
 )
 
 
-def leading_pads(attention_mask: Tensor | None, batch: int, length: int) -> Tensor | None:
-    """Padding columns each row starts with [B], or None when nothing is masked.
+def leading_pads(
+    attention_mask: Tensor | None, batch: int, length: int, right_padding: bool = False
+) -> Tensor | None:
+    """Padding columns each row starts with [B], or None when nothing is masked there.
 
-    The mask must be left padding: zeros, then ones. Anything else is refused.
+    The mask must be left padding (zeros, then ones), or with `right_padding` also end in
+    zeros (harmless in the parallel form: no token reads a later one). Else refused.
     """
     if attention_mask is None:
         return None
@@ -55,18 +58,22 @@ def leading_pads(attention_mask: Tensor | None, batch: int, length: int) -> Tens
     if bool(real.all()):
         return None
     pads = (~real).int().cumprod(dim=1).sum(dim=1)  # the leading zeros of each row
+    trailing = (~real).flip(1).int().cumprod(dim=1).sum(dim=1) if right_padding else 0
     columns = torch.arange(length, device=real.device)
-    if not torch.equal(real, columns[None, :] >= pads[:, None]):
-        raise HFInputError(
-            "attention_mask must be left padding (zeros, then ones): BDH's recurrent state "
-            "reads every token in order, so masked tokens after the first real one, or right "
-            "padding, cannot be skipped"
-        )
     if bool((pads == length).any()):
         raise HFInputError(
             "attention_mask masks a whole row: every sequence needs at least one token"
         )
-    return pads
+    ends = length - trailing if right_padding else torch.full_like(pads, length)
+    if not torch.equal(
+        real, (columns[None, :] >= pads[:, None]) & (columns[None, :] < ends[:, None])
+    ):
+        raise HFInputError(
+            "attention_mask must be left padding (zeros, then ones; right padding too without a "
+            "cache): BDH's recurrent state reads every token in order, so masked tokens between "
+            "real ones, or after them in a cache, cannot be skipped"
+        )
+    return pads if bool(pads.any()) else None
 
 
 class BDHForCausalLM(PreTrainedModel, GenerationMixin):
@@ -187,8 +194,16 @@ class BDHForCausalLM(PreTrainedModel, GenerationMixin):
         if use_cache is None:
             use_cache = cache is not None or (self.config.use_cache and not self.training)
         B, T = input_ids.shape
-        pads = leading_pads(attention_mask, B, T)
         continuing = cache is not None and cache.get_seq_length() > 0
+        if (
+            continuing
+            and attention_mask is not None
+            and attention_mask.shape[-1] == cache.get_seq_length() + T
+        ):
+            attention_mask = attention_mask[
+                :, -T:
+            ]  # transformers' convention: past and new columns
+        pads = leading_pads(attention_mask, B, T, right_padding=not use_cache)
         if continuing and pads is not None:
             raise HFInputError(
                 "attention_mask masks tokens that continue a cache: pad prompts on the left only"
