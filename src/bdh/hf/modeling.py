@@ -304,17 +304,17 @@ class BDHForCausalLM(PreTrainedModel, GenerationMixin):
             raise HFInputError(
                 f"position_ids must be [batch, length] = [{B}, {T}], got {list(position_ids.shape)}"
             )
-        ids = position_ids.expand(B, T).long()
-        columns = torch.arange(T, device=ids.device)
-        real = (
-            torch.ones_like(ids, dtype=torch.bool)
-            if pads is None
-            else columns[None, :] >= pads.to(ids.device)[:, None]
-        )
-        steps_ok = (ids[:, 1:] - ids[:, :-1] == 1) | ~(real[:, 1:] & real[:, :-1])
+        ids = position_ids.expand(B, T)
+        steps_ok = True
+        if T > 1:  # a decoding step has no steps to check
+            diffs = ids[:, 1:] - ids[:, :-1] == 1
+            if pads is not None:
+                columns = torch.arange(1, T, device=ids.device)
+                diffs |= columns[None, :] <= pads.to(ids.device)[:, None]  # steps into padding
+            steps_ok = bool(diffs.all())
         expected = None if cache is None else cache.next_position_ids
-        start_ok = expected is None or bool((ids[:, 0] == expected.to(ids.device)).all())
-        if not bool(steps_ok.all()) or not start_ok:
+        start_ok = expected is None or bool((ids[:, 0] == expected).all())
+        if not (steps_ok and start_ok):
             raise HFInputError(
                 "position_ids must count each sequence's tokens consecutively and continue the "
                 "cache (BDH's recurrent state cannot restart or skip positions)"
