@@ -119,7 +119,7 @@ def test_trainer_lowers_the_loss(tmp_path) -> None:
     pytest.importorskip("accelerate")
     from transformers import Trainer, TrainingArguments
 
-    from bdh.hf import BDHForCausalLM, BDHHFConfig, CorpusWindows
+    from bdh.hf import BDHForCausalLM, BDHHFConfig, CorpusWindows, hf_tokenizer
 
     corpus, _ = load_corpus()
     train = CorpusWindows(corpus.train[:40_000], block_size=32)
@@ -138,6 +138,10 @@ def test_trainer_lowers_the_loss(tmp_path) -> None:
     trainer.train()
     after = trainer.evaluate()["eval_loss"]
     assert after < before - 0.5, (before, after)
+    trainer.save_model(str(tmp_path / "saved"))  # bdh reads what Trainer writes
+    hf_tokenizer(ByteTokenizer()).save_pretrained(tmp_path / "saved")
+    saved, _ = load_checkpoint(tmp_path / "saved")
+    assert torch.equal(saved.encoder, model.bdh.encoder.detach().cpu())
     with pytest.raises(ValueError, match="checkpointing"):
         Trainer(
             model=model,

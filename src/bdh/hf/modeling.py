@@ -121,7 +121,13 @@ class BDHForCausalLM(PreTrainedModel, GenerationMixin):
         self, save_directory: str | os.PathLike[str], *args: Any, **kwargs: Any
     ) -> None:
         """As transformers saves, with our parameter names unprefixed (a `bdh` checkpoint's)."""
-        kwargs.setdefault("state_dict", self.bdh.state_dict())
+        state = kwargs.get("state_dict")  # Trainer passes one (or None) of its own
+        prefix = f"{self.base_model_prefix}."
+        kwargs["state_dict"] = (
+            self.bdh.state_dict()
+            if state is None
+            else {k.removeprefix(prefix): v for k, v in state.items()}
+        )
         if kwargs.get("safe_serialization") is False:
             raise HFInputError(
                 "BDH checkpoints are safetensors only (safe_serialization=False refused)"

@@ -46,4 +46,5 @@ def hf_tokenizer(tokenizer: Tokenizer) -> PreTrainedTokenizerFast:
         tokenizer_object=TokenizersTokenizer.from_str(json.dumps(spec)),
         clean_up_tokenization_spaces=False,
         model_max_length=2**62,  # no context limit: the state's size does not depend on length
+        model_input_names=["input_ids", "attention_mask"],  # BDH has no token types
     )
