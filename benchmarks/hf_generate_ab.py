@@ -34,7 +34,9 @@ def main() -> None:
     parser.add_argument("--new-tokens", type=int, default=512)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--sample", action="store_true", help="Sample (temperature 1, no top-k) instead of greedy.")
+    parser.add_argument(
+        "--sample", action="store_true", help="Sample (temperature 1, no top-k) instead of greedy."
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     machine = machine_info()
@@ -51,7 +53,13 @@ def main() -> None:
 
     def theirs() -> torch.Tensor:
         torch.manual_seed(1)
-        out = hf.generate(prompt, max_new_tokens=n, min_new_tokens=n, do_sample=args.sample, top_k=0 if args.sample else None)
+        out = hf.generate(
+            prompt,
+            max_new_tokens=n,
+            min_new_tokens=n,
+            do_sample=args.sample,
+            top_k=0 if args.sample else None,
+        )
         return out[0, prompt.shape[1] :]
 
     runs = {"bdh": ours, "hf": theirs}
