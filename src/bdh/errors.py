@@ -19,3 +19,8 @@ class CheckpointError(BDHError):
 
 class TokenizerError(BDHError):
     """Text the tokenizer cannot encode."""
+
+
+class HFInputError(BDHError, ValueError):
+    """An input the transformers integration (bdh.hf) cannot honour; a ValueError, as
+    transformers code expects."""

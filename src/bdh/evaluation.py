@@ -33,6 +33,8 @@ class EvalResult:
 def _byte_lengths(tokenizer: Tokenizer) -> np.ndarray:
     if tokenizer.kind == "byte":
         return np.ones(256, dtype=np.int64)
+    if tokenizer.kind == "bpe":
+        return np.array(tokenizer.byte_lengths(), dtype=np.int64)
     return np.array([len(c.encode("utf-8")) for c in tokenizer.chars], dtype=np.int64)
 
 

@@ -17,6 +17,7 @@ COMMAND_MODULES = [
     "bdh.cli.compare",
     "bdh.cli.data",
     "bdh.cli.experiment",
+    "bdh.cli.export",
     "bdh.cli.inference",
     "bdh.cli.merge",
     "bdh.cli.train",

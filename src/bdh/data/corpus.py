@@ -19,7 +19,7 @@ import torch
 from torch import Tensor
 
 from bdh.errors import DataError
-from bdh.tokenizers import ByteTokenizer, CharTokenizer, Tokenizer
+from bdh.tokenizers import BPETokenizer, ByteTokenizer, CharTokenizer, Tokenizer
 
 DEFAULT_CORPUS = "shakespeare"
 _BUNDLED = {"shakespeare": "tinyshakespeare.txt", "tinyshakespeare": "tinyshakespeare.txt"}
@@ -135,8 +135,14 @@ def load_corpus(
     spec: str | os.PathLike[str] | None = None,
     tokenizer: Tokenizer | str = "byte",
     val_fraction: float = 0.1,
+    vocab_size: int | None = None,
 ) -> tuple[TokenCorpus, Tokenizer]:
-    """Load a corpus and tokenize it; a "char" tokenizer is built from the corpus itself."""
+    """Load a corpus and tokenize it; a "char" tokenizer is built from the corpus itself, a
+    "bpe" one (`vocab_size` tokens) is trained on its training split only.
+
+    Text tokenizers split the text itself (its first 1 - val_fraction characters train),
+    so the validation split is the same text whatever the tokenizer.
+    """
     if not 0 < val_fraction < 1:
         raise DataError(f"validation fraction must be in (0, 1), got {val_fraction}")
     path = resolve_corpus_path(spec)
@@ -145,14 +151,23 @@ def load_corpus(
             tokenizer = ByteTokenizer()
         elif tokenizer == "char":
             tokenizer = CharTokenizer.from_text(_read_text(path) or " ")
+        elif tokenizer == "bpe":
+            if vocab_size is None:
+                raise DataError("the bpe tokenizer needs a vocabulary size")
+            text = _read_text(path)
+            tokenizer = BPETokenizer.train(text[: int(len(text) * (1 - val_fraction))], vocab_size)
         else:
-            raise DataError(f"unknown tokenizer {tokenizer!r}; choose 'byte' or 'char'")
+            raise DataError(f"unknown tokenizer {tokenizer!r}; choose 'byte', 'char' or 'bpe'")
     if tokenizer.kind == "byte":
         tokens = _byte_tokens(path)
+        split = int(len(tokens) * (1 - val_fraction))
     else:
         text = _read_text(path)
         if not text:
             raise DataError(f"corpus '{path}' is empty")
-        tokens = np.asarray(tokenizer.encode(text), dtype=np.uint16 if tokenizer.vocab_size < 65536 else np.uint32)
-    split = int(len(tokens) * (1 - val_fraction))
+        cut = int(len(text) * (1 - val_fraction))
+        train_ids = tokenizer.encode(text[:cut])
+        dtype = np.uint16 if tokenizer.vocab_size < 65536 else np.uint32
+        tokens = np.asarray(train_ids + tokenizer.encode(text[cut:]), dtype=dtype)
+        split = len(train_ids)
     return TokenCorpus(train=tokens[:split], val=tokens[split:], source=str(path)), tokenizer

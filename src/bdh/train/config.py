@@ -14,6 +14,7 @@ from typing import Any
 from bdh.config import ConfigDict
 from bdh.errors import ConfigError
 from bdh.precision import PRECISIONS
+from bdh.tokenizers import MIN_BPE_VOCAB, TOKENIZER_KINDS
 
 SCHEDULES = ("cosine", "constant")
 LEARNING_MODES = ("backprop", "hebbian", "hybrid")
@@ -41,6 +42,7 @@ class TrainConfig(ConfigDict):
     init_from: str | None = None
     data: str | None = None  # corpus path/name; None = bundled tiny Shakespeare
     tokenizer: str = "byte"
+    tokenizer_vocab_size: int | None = None  # the bpe tokenizer's vocabulary (needed for it)
     val_fraction: float = 0.1
     # optimisation
     steps: int = 300
@@ -100,8 +102,13 @@ class TrainConfig(ConfigDict):
             raise ConfigError(
                 f"learning_mode must be one of {', '.join(LEARNING_MODES)}, got {self.learning_mode!r}"
             )
-        if self.tokenizer not in ("byte", "char"):
-            raise ConfigError(f"tokenizer must be 'byte' or 'char', got {self.tokenizer!r}")
+        if self.tokenizer not in TOKENIZER_KINDS:
+            raise ConfigError(f"tokenizer must be one of {', '.join(TOKENIZER_KINDS)}, got {self.tokenizer!r}")
+        if (self.tokenizer == "bpe") != (self.tokenizer_vocab_size is not None):
+            raise ConfigError("a vocabulary size goes with the bpe tokenizer, and only with it")
+        vocab = self.tokenizer_vocab_size
+        if vocab is not None and (not isinstance(vocab, int) or isinstance(vocab, bool) or vocab < MIN_BPE_VOCAB):
+            raise ConfigError(f"the bpe vocabulary size must be an integer >= {MIN_BPE_VOCAB}, got {vocab!r}")
         if not self.lr > 0 or self.min_lr < 0 or self.min_lr > self.lr:
             raise ConfigError(f"need 0 <= min_lr <= lr and lr > 0, got lr={self.lr}, min_lr={self.min_lr}")
         if self.warmup_steps < 0 or self.weight_decay < 0 or self.grad_clip < 0:

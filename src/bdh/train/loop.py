@@ -247,7 +247,9 @@ class _Trainer:
         self.accum = self.rows_per_rank // self.micro
         self.precision = resolve_precision(cfg.precision, device, cfg.model)
 
-        self.corpus, self.tokenizer = load_corpus(cfg.data, cfg.tokenizer, cfg.val_fraction)
+        self.corpus, self.tokenizer = load_corpus(
+            cfg.data, cfg.tokenizer, cfg.val_fraction, cfg.tokenizer_vocab_size
+        )
         self.corpus.check_block_size(cfg.block_size)
         torch.manual_seed(cfg.seed)  # same initial weights on every rank (DDP also broadcasts)
         if cfg.init_from is not None:
