@@ -28,7 +28,6 @@ from bdh.config import BDHConfig
 from bdh.errors import BDHError
 from bdh.generate import GenerateMixin
 from bdh.ops.attention import causal_linear_attention, shared_qk_attention, shared_qk_step
-from bdh.ops.gated_decoder import gated_decoder_step
 from bdh.ops.rope import HALF_DTYPES, apply_rope_phasors, rope_frequencies, rope_phasors
 from bdh.registry import NO_METRICS, PlasticSite, Probe, RecurrentState
 
@@ -312,9 +311,8 @@ class BDH(GenerateMixin, nn.Module):
             y_sparse = F.relu(torch.bmm(self.ln(a).transpose(0, 1), self.encoder_v))  # H, B, N
             # The decoder's rows are head-major, so per-head products summed over heads
             # equal xy @ decoder; they need no [B, H * N] copy, and a batched
-            # matrix-vector product is much faster on CPU than one long one (the C++
-            # kernel, where it applies, reads only the rows with x * y != 0).
-            y_mlp = gated_decoder_step(x_sparse, y_sparse, self.decoder.view(H, N, D)).sum(0)  # B, D
+            # matrix-vector product is much faster on CPU than one long one.
+            y_mlp = torch.bmm(x_sparse * y_sparse, self.decoder.view(H, N, D)).sum(0)  # B, D
             x = self.ln(x + self.ln(y_mlp))
         state.position += 1
         return x @ self.lm_head, state
