@@ -18,10 +18,13 @@ import numpy as np
 import torch
 
 from bdh.config import preset as config_of_preset
+from bdh.experiments.bench import counts
+from bdh.experiments.bench.counts import Work
 from bdh.experiments.bench.measure import PeakMemory, measure, synchronize
 from bdh.experiments.bench.reference import check_agreement, official_and_ours
+from bdh.experiments.bench.roofline import Roofline
 from bdh.model import PREFILL_CHUNK
-from bdh.precision import autocast
+from bdh.precision import autocast, resolve_precision
 
 MB = 2**20
 
@@ -38,6 +41,28 @@ class Row:
     ours_peak_mib: float | None
     official_extrapolated: bool = False  # True: the official time is a fit, not a measurement
     note: str = ""
+    # Achieved rates of the counted work (bench/counts.py), and the precision the products
+    # of each side ran in (which matrix-product peak applies).
+    official_gflops: float | None = None
+    ours_gflops: float | None = None
+    official_gbps: float | None = None
+    ours_gbps: float | None = None
+    official_precision: str = "fp32"
+    ours_precision: str = "fp32"
+
+    def set_rates(self, side: str, work: Work, seconds: float) -> None:
+        setattr(self, f"{side}_gflops", work.flops / seconds / 1e9)
+        setattr(self, f"{side}_gbps", work.bytes / seconds / 1e9)
+
+    def shares(self, roofline: Roofline) -> dict[str, float | None]:
+        """Achieved rates as fractions of the machine's limits."""
+        out: dict[str, float | None] = {}
+        for side in ("official", "ours"):
+            gflops, gbps = getattr(self, f"{side}_gflops"), getattr(self, f"{side}_gbps")
+            peak = roofline.peak_gflops(getattr(self, f"{side}_precision"))
+            out[f"{side}_flops_share"] = None if gflops is None else gflops / peak
+            out[f"{side}_bandwidth_share"] = None if gbps is None else gbps / roofline.bandwidth_gbps
+        return out
 
     @property
     def ratio(self) -> float | None:
@@ -45,8 +70,8 @@ class Row:
             return None
         return self.ours_tokens_per_s / self.official_tokens_per_s
 
-    def to_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "ratio": self.ratio}
+    def to_dict(self, roofline: Roofline | None = None) -> dict[str, Any]:
+        return {**asdict(self), "ratio": self.ratio, **(self.shares(roofline) if roofline else {})}
 
 
 @dataclass
@@ -56,6 +81,7 @@ class BenchResult:
     settings: dict[str, Any]
     rows: list[Row] = field(default_factory=list)
     agreement: dict[str, float] = field(default_factory=dict)  # max relative logits error
+    roofline: Roofline | None = None  # the machine's limits, measured before the run
     # The machine may be shared: its load when the run started (the environment adds the end).
     load_at_start: list[float] | None = field(
         default_factory=lambda: [round(x, 2) for x in os.getloadavg()] if hasattr(os, "getloadavg") else None
@@ -68,7 +94,9 @@ class BenchResult:
             "settings": self.settings,
             "environment": {**environment(self.device), "load_average_at_start": self.load_at_start},
             "agreement_relative_error": self.agreement,
-            "rows": [r.to_dict() for r in self.rows],
+            "roofline": None if self.roofline is None else self.roofline.to_dict(),
+            "work_counting": "bdh.experiments.bench.counts (docs/performance.md, 'Share of the machine's limits')",
+            "rows": [r.to_dict(self.roofline) for r in self.rows],
         }
 
 
@@ -89,6 +117,84 @@ def _tokens(vocab: int, shape: tuple[int, ...], seed: int, device: str) -> torch
 # ---- training -------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class TrainRecipe:
+    """How one side runs a training step: autocast precision, torch.compile, a GradScaler,
+    the optimizer's settings, gradient clipping."""
+
+    precision: str = "fp32"  # fp32, bf16 or fp16 autocast
+    compile: bool = False
+    scaler: bool = False
+    weight_decay: float = 0.01  # torch's AdamW default
+    betas: tuple[float, float] = (0.9, 0.999)
+    grad_clip: float = 0.0  # 0: no clipping
+    param_groups: bool = False  # bdh.train.optim.build_optimizer: decay on matrices only
+
+    def describe(self) -> str:
+        parts = [self.precision if self.precision != "fp32" else "fp32 (no autocast)"]
+        parts += ["torch.compile"] * self.compile + ["GradScaler"] * self.scaler
+        parts += [f"clip {self.grad_clip:g}"] * (self.grad_clip > 0)
+        return " + ".join(parts)
+
+
+def official_default_recipe(device: torch.device) -> TrainRecipe:
+    """The official train.py on `device`: torch.compile; bf16 autocast on CUDA with bf16,
+    fp16 autocast elsewhere on CUDA, none on CPU; a GradScaler enabled whenever its dtype
+    is float16, which its code picks on every machine without CUDA bf16 (so on CPU too);
+    AdamW with weight decay 0.1."""
+    cuda = device.type == "cuda"
+    dtype = "bf16" if cuda and torch.cuda.is_bf16_supported() else "fp16"
+    return TrainRecipe(dtype if cuda else "fp32", compile=True, scaler=dtype == "fp16", weight_decay=0.1)
+
+
+def ours_default_recipe(device: torch.device) -> TrainRecipe:
+    """What `bdh train` does by default on `device` (bdh.train.config.TrainConfig)."""
+    from bdh.train.config import TrainConfig
+
+    cfg = TrainConfig()
+    precision = resolve_precision(cfg.precision, device, cfg.model)
+    return TrainRecipe(
+        precision, compile=cfg.compile, scaler=precision == "fp16", weight_decay=cfg.weight_decay,
+        betas=(cfg.beta1, cfg.beta2), grad_clip=cfg.grad_clip, param_groups=True,
+    )  # fmt: skip
+
+
+TRAIN_PRECISIONS = ("fp32", "bf16", "default")
+
+
+def _train_side(model: torch.nn.Module, recipe: TrainRecipe, device: torch.device, idx, targets):
+    """A function running one training step of `model` (a private copy) by `recipe`."""
+    import copy
+
+    from bdh.train.optim import build_optimizer
+
+    model = copy.deepcopy(model).train()
+    if recipe.param_groups:
+        optimizer = build_optimizer(model, 1e-3, recipe.weight_decay, recipe.betas, device)
+    else:
+        optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, betas=recipe.betas,
+                                      weight_decay=recipe.weight_decay)  # fmt: skip
+    scaler = torch.amp.GradScaler(device.type) if recipe.scaler else None
+    forward = torch.compile(model) if recipe.compile else model
+
+    def step() -> None:
+        with autocast(recipe.precision, device):
+            _, loss = forward(idx, targets)
+        (scaler.scale(loss) if scaler else loss).backward()
+        if scaler and recipe.grad_clip:
+            scaler.unscale_(optimizer)  # clip the true gradients
+        if recipe.grad_clip:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), recipe.grad_clip).item()
+        if scaler:
+            scaler.step(optimizer)
+            scaler.update()
+        else:
+            optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    return step
+
+
 def bench_train(
     preset: str = "small",
     *,
@@ -96,53 +202,73 @@ def bench_train(
     batch_size: int = 8,
     block_size: int = 256,
     steps: int = 5,
-    warmup: int = 1,
-    precision: str = "fp32",
+    warmup: int = 2,
+    precision: str | Sequence[str] = "fp32",
     device: str = "cpu",
     seed: int = 0,
+    roofline: Roofline | None = None,
 ) -> BenchResult:
-    """Forward + backward + AdamW step, the two sides alternating step by step.
+    """Forward + backward + optimizer step: one row per precision, all in one run.
 
-    Tokens/s is batch_size * block_size over the median step time; the peak is the
-    largest over the timed steps.
+    fp32 / bf16 compare like with like (both sides under the same autocast, plain AdamW);
+    "default" compares the two as their own recipes run on this device: the official
+    train.py (`official_default_recipe`) against `bdh train` (`ours_default_recipe`).
+    Every distinct (side, recipe) runs `warmup` untimed steps first (first calls, C++
+    kernel builds and torch.compile excluded from the timings), then the timed steps
+    interleave: each round steps every one of them once. Tokens/s is batch_size *
+    block_size over the median step time; the peak is the largest over the timed steps.
     """
+    precisions = [precision] if isinstance(precision, str) else list(precision)
+    for p in precisions:
+        if p not in TRAIN_PRECISIONS:
+            raise ValueError(f"unknown precision {p!r}")
+    torch_device = torch.device(device)
     ref, ours = official_and_ours(preset, reference, device, seed)
     vocab = ours.config.vocab_size
     idx = _tokens(vocab, (batch_size, block_size), seed, device)
     targets = _tokens(vocab, (batch_size, block_size), seed + 1, device)
-    result = BenchResult("train", device, dict(
-        batch_size=batch_size, block_size=block_size, steps=steps, warmup=warmup, precision=precision,
-    ))  # fmt: skip
     with torch.no_grad():
-        result.agreement["logits"] = check_agreement(ours.eval()(idx)[0], ref.eval()(idx)[0], "train")
-    sides = {
-        "official": (ref.train(), torch.optim.AdamW(ref.parameters(), lr=1e-3)),
-        "ours": (ours.train(), torch.optim.AdamW(ours.parameters(), lr=1e-3)),
-    }
-
-    def step(model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> None:
-        with autocast(precision, device):
-            _, loss = model(idx, targets)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-
+        agreement = check_agreement(ours.eval()(idx)[0], ref.eval()(idx)[0], "train")
+    pairs = {
+        p: (official_default_recipe(torch_device), ours_default_recipe(torch_device))
+        if p == "default" else (TrainRecipe(p), TrainRecipe(p))
+        for p in precisions
+    }  # fmt: skip
+    runs: dict[tuple[str, TrainRecipe], Any] = {}
+    for official_recipe, ours_recipe in pairs.values():
+        for side, model, recipe in (("official", ref, official_recipe), ("ours", ours, ours_recipe)):
+            if (side, recipe) not in runs:
+                runs[side, recipe] = _train_side(model, recipe, torch_device, idx, targets)
+    result = BenchResult("train", device, dict(
+        batch_size=batch_size, block_size=block_size, steps=steps, precision=precisions,
+        warmup=f"{warmup} untimed steps per side and recipe (first calls, kernel builds, torch.compile)",
+        timing="rounds: every side and recipe steps once per round; median step time",
+        recipes={f"{side}: {recipe.describe()}": repr(recipe) for side, recipe in runs},
+    ), roofline=roofline)  # fmt: skip
+    result.agreement["logits"] = agreement
     for _ in range(warmup):
-        for model, optimizer in sides.values():
-            step(model, optimizer)
-    times: dict[str, list[float]] = {name: [] for name in sides}
-    peaks: dict[str, int] = {name: 0 for name in sides}
+        for step in runs.values():
+            step()
+    times: dict[Any, list[float]] = {key: [] for key in runs}
+    peaks: dict[Any, int] = dict.fromkeys(runs, 0)
     for _ in range(steps):
-        for name, (model, optimizer) in sides.items():
-            m = measure(lambda: step(model, optimizer), device)  # noqa: B023 (called at once)
-            times[name].append(m.seconds)
-            peaks[name] = max(peaks[name], m.peak_bytes)
+        for key, step in runs.items():
+            m = measure(step, device)
+            times[key].append(m.seconds)
+            peaks[key] = max(peaks[key], m.peak_bytes)
     tokens = batch_size * block_size
-    result.rows.append(Row(
-        preset, f"B={batch_size} T={block_size} {precision}",
-        tokens / statistics.median(times["official"]), tokens / statistics.median(times["ours"]),
-        peaks["official"] / MB, peaks["ours"] / MB,
-    ))  # fmt: skip
+    for p, (official_recipe, ours_recipe) in pairs.items():
+        keys = ("official", official_recipe), ("ours", ours_recipe)
+        seconds = [statistics.median(times[key]) for key in keys]
+        note = "" if p != "default" else f"official: {official_recipe.describe()}; ours: {ours_recipe.describe()}"
+        row = Row(
+            preset, f"B={batch_size} T={block_size} {p}", tokens / seconds[0], tokens / seconds[1],
+            peaks[keys[0]] / MB, peaks[keys[1]] / MB, note=note,
+            official_precision=official_recipe.precision, ours_precision=ours_recipe.precision,
+        )  # fmt: skip
+        for (side, recipe), s in zip(keys, seconds):
+            row.set_rates(side, counts.train_step_work(ours.config, batch_size, block_size, recipe.precision), s)
+        result.rows.append(row)
     return result
 
 
@@ -207,46 +333,62 @@ def bench_generate(
     device: str = "cpu",
     seed: int = 0,
     repeats: int = 3,
+    roofline: Roofline | None = None,
 ) -> BenchResult:
     """Official generate() (recomputes the prefix for every token) vs ours (recurrent state).
 
-    The official side runs once, for min(max(new_tokens), max_official_tokens) tokens (a
-    minute or more, so passing disturbances average out); the time to each shorter length
-    is read off that run. Longer lengths are extrapolated from a quadratic fit of its
-    per-token times and flagged as such. Ours takes about a second per length, so one
-    disturbance can halve a single run: it is timed `repeats` times, the median kept.
+    Both sides are timed the same way: `repeats` interleaved rounds, each running the
+    official generate() once, for min(max(new_tokens), max_official_tokens) tokens (the
+    time to each shorter length read off that run), then ours once per length; each row
+    keeps the median over the rounds of each side. Longer lengths are extrapolated, per
+    round, from a quadratic fit of the official per-token times, and flagged as such.
+    Both sides first generate a few untimed tokens (first calls, C++ kernel build).
     """
     result = BenchResult("generate", device, dict(
         new_tokens=list(new_tokens), batch_size=batch_size, prompt_len=prompt_len,
         max_official_tokens=max_official_tokens, sampling="temperature 1, multinomial",
-        ours_timing=f"median of {repeats} runs",
-    ))  # fmt: skip
+        timing=f"{repeats} interleaved rounds (official once, then ours once per length); median of each side",
+        warmup="both sides generate 4 untimed tokens first (first calls, C++ kernel build excluded)",
+    ), roofline=roofline)  # fmt: skip
     for preset in presets:
         ref, ours = official_and_ours(preset, reference, device, seed)
         ref.eval(), ours.eval()
-        vocab = ours.config.vocab_size
-        seq = _tokens(vocab, (batch_size, 64), seed + 2, device)
+        config = ours.config
+        seq = _tokens(config.vocab_size, (batch_size, 64), seed + 2, device)
         result.agreement[preset] = _recurrent_agreement(ref, ours, seq)
-        prompt = _tokens(vocab, (batch_size, prompt_len), seed, device)
+        prompt = _tokens(config.vocab_size, (batch_size, prompt_len), seed, device)
         n_official = min(max(new_tokens), max_official_tokens)
-        torch.manual_seed(seed)
-        elapsed, official_peaks = _official_generation(ref, prompt, n_official, device)
-        for n in sorted(new_tokens):
-            runs = []
-            for _ in range(repeats):
+        ref.generate(prompt, 4), ours.generate(prompt, 4)
+        official: dict[int, list[float]] = {n: [] for n in new_tokens}
+        mine: dict[int, list[float]] = {n: [] for n in new_tokens}
+        official_peaks: list[int] = []
+        peaks = dict.fromkeys(new_tokens, 0)
+        for _ in range(repeats):
+            torch.manual_seed(seed)
+            elapsed, round_peaks = _official_generation(ref, prompt, n_official, device)
+            official_peaks = [max(a, b) for a, b in zip(official_peaks, round_peaks)] or round_peaks
+            for n in new_tokens:
+                official[n].append(elapsed[n - 1] if n <= n_official else _extrapolate(elapsed, prompt_len, n))
+            for n in sorted(new_tokens):
                 torch.manual_seed(seed)
-                runs.append(measure(lambda: ours.generate(prompt, n), device))  # noqa: B023
-            seconds = statistics.median(m.seconds for m in runs)
-            peak = max(m.peak_bytes for m in runs)
+                m = measure(lambda: ours.generate(prompt, n), device)  # noqa: B023 (called at once)
+                mine[n].append(m.seconds)
+                peaks[n] = max(peaks[n], m.peak_bytes)
+        for n in sorted(new_tokens):
             measured = n <= n_official
-            official_s = elapsed[n - 1] if measured else _extrapolate(elapsed, prompt_len, n)
-            result.rows.append(Row(
+            official_s, seconds = statistics.median(official[n]), statistics.median(mine[n])
+            row = Row(
                 preset, f"B={batch_size} +{n} tokens",
                 batch_size * n / official_s, batch_size * n / seconds,
-                official_peaks[n - 1] / MB if measured else None, peak / MB,
+                official_peaks[n - 1] / MB if measured else None, peaks[n] / MB,
                 official_extrapolated=not measured,
                 note="" if measured else f"official extrapolated from {n_official} measured tokens",
-            ))  # fmt: skip
+            )  # fmt: skip
+            row.set_rates("official", counts.official_generate_work(config, batch_size, prompt_len, n), official_s)
+            row.set_rates(
+                "ours", counts.ours_generate_work(config, batch_size, prompt_len, n, PREFILL_CHUNK), seconds
+            )
+            result.rows.append(row)
     return result
 
 
@@ -266,6 +408,7 @@ def bench_prefill(
     max_official_tokens: int = 4096,
     device: str = "cpu",
     seed: int = 0,
+    roofline: Roofline | None = None,
 ) -> BenchResult:
     """Consume a long prompt: official forward() (quadratic) vs our chunked prefill.
 
@@ -277,7 +420,8 @@ def bench_prefill(
     vocab = ours.config.vocab_size
     result = BenchResult("prefill", device, dict(
         lengths=list(lengths), batch_size=batch_size, max_official_tokens=max_official_tokens,
-    ))  # fmt: skip
+        warmup="the agreement check runs both sides first (first calls excluded)",
+    ), roofline=roofline)  # fmt: skip
     check = _tokens(vocab, (batch_size, min(PREFILL_CHUNK + 256, max_official_tokens)), seed + 3, device)
     with torch.no_grad():
         expected = ref(check)[0]
@@ -294,10 +438,14 @@ def bench_prefill(
             official_tps, official_peak = batch_size * length / r.seconds, r.peak_bytes / MB
         else:
             note += f"; official not run: its scores alone need {_scores_gib(ours.config, batch_size, length):.1f} GiB"
-        result.rows.append(Row(
+        row = Row(
             preset, f"B={batch_size} T={length}", official_tps, batch_size * length / m.seconds,
             official_peak, m.peak_bytes / MB, note=note,
-        ))  # fmt: skip
+        )  # fmt: skip
+        row.set_rates("ours", counts.prefill_work(ours.config, batch_size, length, PREFILL_CHUNK), m.seconds)
+        if official_tps is not None:
+            row.set_rates("official", counts.forward_work(ours.config, batch_size, length), r.seconds)
+        result.rows.append(row)
     return result
 
 
@@ -328,6 +476,7 @@ def bench_memory(
     max_official_tokens: int = 4096,
     device: str = "cpu",
     seed: int = 0,
+    roofline: Roofline | None = None,
 ) -> BenchResult:
     """Peak memory of consuming T tokens, each case in a fresh child process.
 
@@ -342,9 +491,10 @@ def bench_memory(
         lengths=list(lengths), batch_size=batch_size, max_official_tokens=max_official_tokens,
         method="peak RSS above the RSS before the call, sampled every 1 ms in a fresh process"
         if device == "cpu" else "torch.cuda.max_memory_allocated in a fresh process",
-    ))  # fmt: skip
+    ), roofline=roofline)  # fmt: skip
     result.agreement["prefill"] = check_agreement(ours.eval().prefill(check)[0], expected, "prefill")
     state_mib = ours.init_state(batch_size).nbytes() / MB
+    config = ours.config
     del ref, ours
     context = multiprocessing.get_context("spawn")
     base = dict(preset=preset, reference=str(reference), device=device,
@@ -361,13 +511,17 @@ def bench_memory(
         if official is None:
             gib = _scores_gib(config_of_preset(preset), batch_size, length)
             note += f"; official not run: its scores alone need {gib:.1f} GiB"
-        result.rows.append(Row(
+        row = Row(
             preset, f"B={batch_size} T={length}",
             None if official is None else batch_size * length / official["seconds"],
             batch_size * length / mine["seconds"],
             None if official is None else official["peak_bytes"] / MB, mine["peak_bytes"] / MB,
             note=note,
-        ))  # fmt: skip
+        )  # fmt: skip
+        row.set_rates("ours", counts.prefill_work(config, batch_size, length, PREFILL_CHUNK), mine["seconds"])
+        if official is not None:
+            row.set_rates("official", counts.forward_work(config, batch_size, length), official["seconds"])
+        result.rows.append(row)
     return result
 
 
@@ -396,7 +550,42 @@ def format_table(result: BenchResult) -> str:
         lines.append("  ".join(str(cell).ljust(w) for cell, w in zip(row, widths)).rstrip())
     if any(r.official_extrapolated for r in result.rows):
         lines.append("* extrapolated, not measured (see note)")
+    if result.roofline is not None:
+        lines += ["", *format_shares(result)]
     return "\n".join(lines)
+
+
+def format_shares(result: BenchResult) -> list[str]:
+    """Each row's achieved GFLOP/s and GB/s (counted work over time) against the limits."""
+    roof = result.roofline
+    lines = [
+        f"machine limits ({roof.threads} threads): matmul {roof.fp32_gflops:,.1f} GFLOP/s fp32, "
+        f"{roof.bf16_gflops:,.1f} bf16; streaming {roof.bandwidth_gbps:,.1f} GB/s "
+        f"(copy {roof.copy_gbps:,.1f}, add {roof.add_gbps:,.1f})",
+        "achieved (work counted from the shapes, bdh.experiments.bench.counts; % of the limit):",
+    ]
+    header = ["preset", "setting", "side", "precision", "GFLOP/s", "% matmul peak", "GB/s", "% bandwidth"]
+    body = []
+    for r in result.rows:
+        shares = r.shares(roof)
+        for side in ("official", "ours"):
+            gflops = getattr(r, f"{side}_gflops")
+            if gflops is None:
+                continue
+            star = "*" if side == "official" and r.official_extrapolated else ""
+            body.append([
+                r.preset, r.setting, side, getattr(r, f"{side}_precision"), _num(gflops, star),
+                _percent(shares[f"{side}_flops_share"]), _num(getattr(r, f"{side}_gbps"), star),
+                _percent(shares[f"{side}_bandwidth_share"]),
+            ])  # fmt: skip
+    widths = [max(len(str(row[i])) for row in [header, *body]) for i in range(len(header))]
+    for row in [header, *body]:
+        lines.append("  ".join(str(cell).ljust(w) for cell, w in zip(row, widths)).rstrip())
+    return lines
+
+
+def _percent(share: float | None) -> str:
+    return "-" if share is None else f"{100 * share:.1f}%"
 
 
 def _num(value: float | None, mark: str = "", suffix: str = "") -> str:
