@@ -67,3 +67,23 @@ def test_build_directory_is_torchs(monkeypatch, tmp_path, extensions_dir) -> Non
         monkeypatch.delenv("TORCH_EXTENSIONS_DIR", raising=False)
         monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     assert cpp.build_directory("bdh_x") == Path(_get_build_directory("bdh_x", verbose=False))
+
+
+def test_build_directory_in_a_fresh_process_without_extensions_dir(tmp_path) -> None:
+    # `import torch` alone does not import torch._appdirs: the lookup must not rely on an
+    # earlier import of torch.utils.cpp_extension (as the test above does)
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "TORCH_EXTENSIONS_DIR"}
+    env["XDG_CACHE_HOME"] = str(tmp_path)
+    code = (
+        "import sys; from bdh.ops import cpp; print(cpp.build_directory('bdh_x')); "
+        "print('torch.utils.cpp_extension' in sys.modules)"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
+    ).stdout.split()
+    assert Path(out[0]).parent.parent == tmp_path.resolve() / "torch_extensions"
+    assert out[1] == "False"

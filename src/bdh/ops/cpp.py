@@ -66,6 +66,7 @@ def build_directory(name: str) -> Path:
     torch.utils.cpp_extension, which takes a quarter of a second: loading a built kernel
     should cost far less than that)."""
     import torch
+    import torch._appdirs  # not imported by `import torch`; cpp_extension imports it
 
     root = os.environ.get("TORCH_EXTENSIONS_DIR")
     if root is None:
