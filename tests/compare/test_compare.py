@@ -235,7 +235,8 @@ def test_report_of_seeds_budgets_and_studies_renders(tmp_path):
     text = markdown_report(report)
     for needle in ("## Same training wall time", "## Hybrid: backprop + Oja", "## Pruning curve",
                    "## Homeostasis", "| unigram | 3.350 | 3.340 |", "± ", "--wall-budget 1",
-                   "load average 1.0 at the start"):  # fmt: skip
+                   "load average 1.0 at the start", "## Seed 002's research questions",
+                   "5. **Hybrid benefits**"):  # fmt: skip
         assert needle in text, needle
     plot_report(report, tmp_path)
     for png in ("val_loss.png", "hybrid_sweep.png", "pruning.png", "homeostasis.png"):

@@ -67,6 +67,8 @@ BUDGETS = ("tokens", "wall")
 # A pruning curve's loss "holds" while it stays within this many nats of unpruned backprop.
 PRUNE_TOLERANCE = 0.05
 PRUNE_EVERY = 25
+# A validation-minus-training gap below this is read as no gap (one training batch is noisy).
+GAP_NOISE = 0.1
 
 
 @dataclass
@@ -453,6 +455,10 @@ def run_compare(settings: CompareSettings, force: bool = False) -> dict[str, Any
                 _train_and_measure, asdict(settings), run.entry, run.seed, run.budget, str(run_dir)
             )
             results.append({**job.result(), **tags})
+        # the runs so far, for --reuse should the comparison stop before its report
+        _write(
+            out / "report.json", json.dumps({"settings": asdict(settings), "runs": results}) + "\n"
+        )
     rows = [summarize(r) for r in results]
     groups = group_rows(rows)
     report = {
@@ -696,6 +702,8 @@ def markdown_report(report: dict[str, Any]) -> str:
             "",
         ]  # fmt: skip
     lines += _studies(report)
+    if report.get("groups"):
+        lines += research_answers(report)
     lines += [
         "## Inference state per sequence vs context length (bytes)",
         "",
@@ -785,6 +793,140 @@ def _studies(report: dict[str, Any]) -> list[str]:
             on = _fmt(pair["on"]) + ("" if pair["on_ci"] is None else f" ± {pair['on_ci']:.3f}")
             lines.append(f"| {title} | {off} | {on} |")
         lines.append("")
+    return lines
+
+
+def _loss(row: dict[str, Any] | None) -> str:
+    return "n/a" if row is None else _pm(row, "final_val_loss")
+
+
+def _compared(a: dict[str, Any], b: dict[str, Any]) -> str:
+    """ "lower", "higher" or "indistinguishable" for a's loss against b's: whether their
+    95% intervals are apart."""
+    la, lb = a["final_val_loss"], b["final_val_loss"]
+    ca, cb = a.get("final_val_loss_ci") or 0.0, b.get("final_val_loss_ci") or 0.0
+    if la + ca < lb - cb:
+        return "lower"
+    if la - ca > lb + cb:
+        return "higher"
+    return "indistinguishable (overlapping 95% intervals)"
+
+
+def research_answers(report: dict[str, Any]) -> list[str]:
+    """Seed 002's five research questions, answered from the report's figures."""
+    s = report["settings"]
+    found = report.get("findings") or {}
+    scored = (report.get("floors") or {}).get("scored_sample") or {}
+    back, hyb, heb = (_group(report, n) for n in ("bdh-backprop", "bdh-hybrid", "bdh-hebbian"))
+    gpt = _group(report, "gpt-backprop")
+    tokens = s["steps"] * s["batch_size"] * s["block_size"]
+    lines = ["## Seed 002's research questions, from these data", ""]
+
+    answer = [
+        f"1. **Learning efficiency** (does Hebbian learning improve sample efficiency?). At {tokens:,} tokens:"
+    ]
+    if heb and back:
+        floors = ", ".join(f"{k} {v:.3f}" for k, v in scored.items())
+        answer.append(
+            f"Hebbian-only BDH (local rules, no gradient) reaches {_loss(heb)} nats/byte, backprop BDH "
+            f"{_loss(back)}; the count models on the same sample: {floors}. Local rules alone are "
+            f"{'below' if scored and heb['final_val_loss'] < scored.get('unigram', 0) else 'not below'} the unigram floor "
+            f"and {'below' if scored and heb['final_val_loss'] <= scored.get('bigram', 0) else 'above'} the bigram floor: "
+            "per token they learn far less than backprop."
+        )
+    if "hybrid_sweep_best" in found:
+        best = found["hybrid_sweep_best"]
+        answer.append(
+            f"Adding Oja to backprop at the best swept rate ({best['name'].removeprefix('hybrid-oja-')}) changes the loss by "
+            f"{best['minus_backprop']:+.3f} nats against backprop alone."
+        )
+    lines += [" ".join(answer), ""]
+
+    rows = [r for r in (gpt, back, hyb, heb) if r and r.get("final_train_loss") is not None]
+    if rows:
+        gaps = ", ".join(
+            f"{r['name']} {r['final_val_loss'] - r['final_train_loss']:+.3f}" for r in rows
+        )
+        widest = max(rows, key=lambda r: r["final_val_loss"] - r["final_train_loss"])
+        gap = widest["final_val_loss"] - widest["final_train_loss"]
+        text = (
+            "2. **Generalization** (do biological constraints help or hurt?). Validation minus the last "
+            f"logged training loss (mean over seeds of one batch each): {gaps}. "
+            + (
+                f"Every gap is under {GAP_NOISE} nats, so at this budget none of the rules changes "
+                "generalization measurably; they change how low the loss gets."
+                if abs(gap) < GAP_NOISE
+                else f"The widest gap is {widest['name']}'s ({gap:+.3f})."
+            )
+        )
+        if "pruning" in found:
+            p = found["pruning"]
+            text += (
+                f" Pruning costs at most {PRUNE_TOLERANCE} nats up to {p['sparsity']:.1%} weight sparsity"
+                + (
+                    " (where the loss crosses that line)."
+                    if p["reached"]
+                    else " (the largest measured; it never crossed)."
+                )
+            )
+        lines += [text, ""]
+
+    text = "3. **Sparsity** (learned vs architectural). "
+    if back and gpt:
+        text += (
+            f"BDH's activations are sparse by construction (ReLU after the encoders): {back['activation_sparsity']:.1%} "
+            f"exact zeros under backprop against {gpt['activation_sparsity']:.1%} in the GELU Transformer"
+            + (f", {heb['activation_sparsity']:.1%} under the Hebbian rules" if heb else "")
+            + ". "
+        )
+    if "pruning" in found:
+        p = found["pruning"]
+        text += (
+            f"Learned weight sparsity from magnitude pruning: {p['sparsity']:.1%} at the "
+            f"+{PRUNE_TOLERANCE}-nat line. "
+        )
+    text += "No mixture-of-experts model was trained here, so the comparison with MoE routing is not measured."
+    lines += [text, ""]
+
+    text = (
+        "4. **Interpretability**. Not measured by this comparison: it records sparsity and the spread of "
+        "per-neuron firing rates only (`bdh analyze` holds the monosemanticity and neuron-graph analyses, "
+        "docs/analysis.md)."
+    )
+    if "homeostasis" in found:
+        h = found["homeostasis"]["firing_rate_spread"]
+        text += (
+            f" Homeostatic scaling moves the firing-rate spread (std / mean over neurons) from {h['off']:.3f} "
+            f"to {h['on']:.3f}: {'more even' if h['on'] < h['off'] else 'not more even'} firing."
+        )
+    lines += [text, ""]
+
+    answer = [
+        "5. **Hybrid benefits** (does combining backprop and Hebbian outperform either alone?)."
+    ]
+    for budget in BUDGETS:
+        b, h, e = (_group(report, n, budget) for n in ("bdh-backprop", "bdh-hybrid", "bdh-hebbian"))
+        if b and h:
+            what = (
+                "same tokens"
+                if budget == "tokens"
+                else f"same {s.get('wall_budget_s') or 0:g} s of training"
+            )
+            answer.append(
+                f"At the {what}: hybrid {_loss(h)} against backprop {_loss(b)}, {_compared(h, b)}"
+                + (f"; Hebbian-only {_loss(e)}." if e else ".")
+            )
+    if "hybrid_sweep_best" in found:
+        sweep = [g for g in report.get("groups", []) if g["study"] == "hybrid-sweep"]
+        verdicts = (
+            ", ".join(
+                f"{g['name'].removeprefix('hybrid-oja-')}: {_compared(g, back)}" for g in sweep
+            )
+            if back
+            else ""
+        )
+        answer.append(f"Over the Oja-rate sweep, hybrid against backprop: {verdicts}.")
+    lines += [" ".join(answer), ""]
     return lines
 
 
