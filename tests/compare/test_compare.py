@@ -256,3 +256,24 @@ def test_count_model_floors_on_the_bundled_corpus():
     assert floors["unigram"] == pytest.approx(3.35, abs=0.005)
     assert floors["bigram"] == pytest.approx(2.49, abs=0.006)
     assert floors["trigram"] == pytest.approx(2.07, abs=0.005)
+
+
+def test_smoke_comparison_writes_every_section(tmp_path, capsys):
+    from bdh.cli import main
+
+    out = tmp_path / "smoke"
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("to be or not to be, that is the question. " * 200)
+    main(["compare", "--smoke", "--out", str(out), "--data", str(corpus)])
+    data = json.loads((out / "report.json").read_text())
+    assert {(g["study"], g["budget"]) for g in data["groups"]} == {
+        ("main", "tokens"), ("main", "wall"), ("hybrid-sweep", "tokens"), ("pruning", "tokens"),
+        ("homeostasis", "tokens"),
+    }  # fmt: skip
+    assert all(len(g["seeds"]) == 2 for g in data["groups"] if g["study"] != "pruning")
+    assert set(data["floors"]["scored_sample"]) == {"unigram", "bigram", "trigram"}
+    text = (out / "report.md").read_text()
+    for needle in ("## Floors", "## Same training wall time", "## Pruning curve",
+                   "## Seed 002's research questions", "bdh compare --smoke"):  # fmt: skip
+        assert needle in text, needle
+    assert "bdh-hebbian (wall)" in capsys.readouterr().out

@@ -26,6 +26,8 @@ def _float_list(ctx: click.Context, param: click.Parameter, value: str) -> list[
               help="Report directory (runs go in OUT/runs); refused if it holds files, "
                    "unless --force or --reuse.")  # fmt: skip
 @click.option("--force", is_flag=True, help="Replace an existing report directory.")
+@click.option("--smoke", is_flag=True,
+              help="A seconds-long configuration (in this process) that checks the pipeline, not the science.")  # fmt: skip
 @click.option("--models", default="gpt-backprop,bdh-backprop,bdh-hybrid,bdh-hebbian,neuro-backprop",
               show_default=True, help="Comma-separated entries.")  # fmt: skip
 @click.option("--steps", type=click.IntRange(min=1), default=200, show_default=True,
@@ -78,22 +80,23 @@ def _float_list(ctx: click.Context, param: click.Parameter, value: str) -> list[
               help="Keep an existing OUT and load its runs already trained with the "
                    "same config instead of retraining.")  # fmt: skip
 def compare(
-    out_dir: str, force: bool, models: str, steps: int, batch_size: int, block_size: int, lr: float,
-    hebbian_lr: float, seed: int, seeds: int, wall_budget_s: float | None, hybrid_lrs: list[float],
+    out_dir: str, force: bool, smoke: bool, models: str, steps: int, batch_size: int,
+    block_size: int, lr: float, hebbian_lr: float, seed: int, seeds: int, wall_budget_s: float | None, hybrid_lrs: list[float],
     prune_thresholds: list[float], homeostasis: bool, data: str | None, tokenizer: str,
     eval_every: int, eval_tokens: int, contexts: list[int], threads: int | None, device: str,
     reuse: bool,
 ) -> None:  # fmt: skip
     """Train each model on the same data, budgets and seeds; write report.md/.json and plots."""
-    from bdh.experiments.compare import CompareSettings, run_compare
+    from bdh.experiments.compare import SMOKE, CompareSettings, run_compare
 
-    settings = CompareSettings(
+    options = dict(
         out_dir=out_dir, entries=[m.strip() for m in models.split(",") if m.strip()], steps=steps,
         batch_size=batch_size, block_size=block_size, lr=lr, hebbian_lr=hebbian_lr, seed=seed,
         seeds=seeds, wall_budget_s=wall_budget_s, hybrid_lrs=hybrid_lrs,
-        prune_thresholds=prune_thresholds, homeostasis=homeostasis, data=data, tokenizer=tokenizer, eval_every=eval_every, eval_tokens=eval_tokens,
-        device=device, threads=threads, contexts=contexts, reuse=reuse,
+        prune_thresholds=prune_thresholds, homeostasis=homeostasis, data=data, tokenizer=tokenizer,
+        eval_every=eval_every, eval_tokens=eval_tokens, device=device, threads=threads, contexts=contexts, reuse=reuse,
     )  # fmt: skip
+    settings = CompareSettings(**{**options, **(SMOKE if smoke else {})})
     report = run_compare(settings, force=force)
     for row in report["groups"]:
         loss, ci = row["final_val_loss"], row["final_val_loss_ci"]

@@ -94,6 +94,7 @@ class CompareSettings:
     threads: int | None = None
     contexts: list[int] = field(default_factory=lambda: [64, 256, 1024, 4096])
     reuse: bool = False  # load runs already trained with the same config (see run_compare)
+    in_process: bool = False  # train in this process (smoke): peak RSS is then no run's own
 
     def __post_init__(self) -> None:
         unknown = [e for e in self.entries if e not in DEFAULT_ENTRIES]
@@ -121,6 +122,25 @@ class CompareSettings:
             raise ConfigError(f"the wall-time budget must be > 0 s, got {self.wall_budget_s}")
         if any(not lr > 0 for lr in self.hybrid_lrs) or any(t < 0 for t in self.prune_thresholds):
             raise ConfigError("hybrid rates must be > 0 and pruning thresholds >= 0")
+
+
+# `bdh compare --smoke`: every table and plot in seconds (checks the pipeline, not the science).
+SMOKE: dict[str, Any] = dict(
+    entries=["bdh-backprop", "bdh-hebbian"],
+    steps=3,
+    batch_size=2,
+    block_size=16,
+    eval_every=3,
+    eval_tokens=64,
+    seeds=2,
+    wall_budget_s=0.3,
+    hybrid_lrs=[1e-3],
+    prune_thresholds=[0.01],
+    homeostasis=True,
+    contexts=[16, 64],
+    threads=1,
+    in_process=True,
+)
 
 
 @dataclass(frozen=True)
@@ -450,11 +470,12 @@ def run_compare(settings: CompareSettings, force: bool = False) -> dict[str, Any
         if _reusable(old, cfg, run_dir):
             results.append({**old, **_measure(run_dir, settings), **tags, "reused": True})
             continue
-        with concurrent.futures.ProcessPoolExecutor(max_workers=1, mp_context=ctx) as pool:
-            job = pool.submit(
-                _train_and_measure, asdict(settings), run.entry, run.seed, run.budget, str(run_dir)
-            )
-            results.append({**job.result(), **tags})
+        args = (asdict(settings), run.entry, run.seed, run.budget, str(run_dir))
+        if settings.in_process:
+            results.append({**_train_and_measure(*args), **tags})
+        else:
+            with concurrent.futures.ProcessPoolExecutor(max_workers=1, mp_context=ctx) as pool:
+                results.append({**pool.submit(_train_and_measure, *args).result(), **tags})
         # the runs so far, for --reuse should the comparison stop before its report
         _write(
             out / "report.json", json.dumps({"settings": asdict(settings), "runs": results}) + "\n"
@@ -586,6 +607,8 @@ def _pm(row: dict[str, Any], key: str, spec: str = ".3f") -> str:
 
 def regenerate_command(s: dict[str, Any]) -> str:
     """The `bdh compare` command line that reproduces a report with these settings."""
+    if s.get("in_process"):
+        return f"bdh compare --smoke --out {s['out_dir']} --force"
     parts = [
         "nice -n 10 bdh compare", f"--out {s['out_dir']} --force", f"--models {','.join(s['entries'])}",
         f"--steps {s['steps']} --batch-size {s['batch_size']} --block-size {s['block_size']}",
