@@ -136,7 +136,9 @@ def test_t_interval_and_aggregate_by_hand():
     mean, half = t_interval([1.0, 2.0, 3.0])  # sd 1, t(0.975, 2) = 4.3027
     assert mean == 2.0 and half == pytest.approx(4.302653 / 3**0.5, rel=1e-6)
     assert t_interval([5.0]) == (5.0, None)
-    rows = [{"name": "a", "seed": s, "final_val_loss": v} for s, v in ((1, 1.0), (2, 2.0), (3, 3.0))]
+    rows = [
+        {"name": "a", "seed": s, "final_val_loss": v} for s, v in ((1, 1.0), (2, 2.0), (3, 3.0))
+    ]
     row = aggregate(rows)
     assert row["seeds"] == [1, 2, 3] and row["final_val_loss"] == 2.0
     assert row["final_val_loss_ci"] == pytest.approx(2.484138, rel=1e-6)
@@ -219,9 +221,18 @@ def test_report_of_seeds_budgets_and_studies_renders(tmp_path):
     groups = group_rows(rows)
     report = {
         "settings": asdict(s),
-        "machine": {"processor": "test cpu", "cpus": 2, "torch": torch.__version__, "load_average_at_start": [1.0]},
-        "floors": {"uniform": 5.545, "validation_split": {"unigram": 3.35}, "scored_sample": {"unigram": 3.34},
-                   "scored_tokens": 64},  # fmt: skip
+        "machine": {
+            "processor": "test cpu",
+            "cpus": 2,
+            "torch": torch.__version__,
+            "load_average_at_start": [1.0],
+        },
+        "floors": {
+            "uniform": 5.545,
+            "validation_split": {"unigram": 3.35},
+            "scored_sample": {"unigram": 3.34},
+            "scored_tokens": 64,
+        },  # fmt: skip
         "summary": [g for g in groups if g["study"] == "main" and g["budget"] == "tokens"],
         "groups": groups,
         "rows": rows,
