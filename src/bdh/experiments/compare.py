@@ -855,7 +855,8 @@ def research_answers(report: dict[str, Any]) -> list[str]:
             f"{_loss(back)}; the count models on the same sample: {floors}. Local rules alone are "
             f"{'below' if scored and heb['final_val_loss'] < scored.get('unigram', 0) else 'not below'} the unigram floor "
             f"and {'below' if scored and heb['final_val_loss'] <= scored.get('bigram', 0) else 'above'} the bigram floor: "
-            "per token they learn far less than backprop."
+            "per token they learn far less than backprop (what was tried on the way: docs/variants.md, "
+            "Learning rules)."
         )
     if "hybrid_sweep_best" in found:
         best = found["hybrid_sweep_best"]
