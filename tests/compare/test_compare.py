@@ -100,6 +100,7 @@ def test_reuse_loads_a_run_with_the_same_config(tmp_path):
     report = run_compare(s)  # would train in a fresh process if the run were not reused
     run = report["runs"][0]
     assert run["reused"] and run["metrics"] == result["metrics"]
+    assert report["wall_time_s"] == 0.0  # nothing was trained by this call
     assert (tmp_path / "report.md").is_file()
 
     cfg = json.loads(json.dumps(_train_config(s, entry).to_dict()))

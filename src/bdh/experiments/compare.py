@@ -433,7 +433,9 @@ def run_compare(settings: CompareSettings, force: bool = False) -> dict[str, Any
     `settings.reuse`: OUT must then hold runs (OUT/runs; a report directory without them,
     such as a committed report, is refused), and a run in OUT/runs with the same training
     config as in the previous OUT/report.json is loaded instead of trained: its training
-    metrics and peak memory come from that report, the post-training measurements are redone.
+    metrics and peak memory come from that report, the post-training measurements are redone;
+    the machine (its load at the start) and the wall time are the previous report's, plus
+    the time of the runs trained now.
     """
     if settings.reuse and force:
         raise ConfigError("--reuse and --force contradict each other")
@@ -448,11 +450,21 @@ def run_compare(settings: CompareSettings, force: bool = False) -> dict[str, Any
         ReportDir(out, force)
     machine = machine_info()  # the load at the start: the machine may be shared
     previous: dict[str, Any] = {}
+    earlier: dict[str, Any] = {}  # the previous report: its machine and training time carry over
     if settings.reuse and (out / "report.json").is_file():
-        for r in json.loads((out / "report.json").read_text())["runs"]:
+        earlier = json.loads((out / "report.json").read_text())
+        for r in earlier["runs"]:
             previous[r.get("key") or f"{r['name']}/{r['budget']}/seed{r['seed']}"] = r
+    machine_block = earlier.get("machine") or {
+        "platform": platform.platform(),
+        "processor": cpu_name(),
+        "cpus": multiprocessing.cpu_count(),
+        "torch": machine["torch"],
+        "threads": settings.threads,
+        "load_average_at_start": machine["load_average"],
+    }
+    wall_time = earlier.get("wall_time_s", 0.0)  # of the runs trained, over invocations
     results = []
-    started = time.perf_counter()
     ctx = multiprocessing.get_context("spawn")
     for run in plan_runs(settings):
         run_dir = _run_dir(out, run.label, run.budget, run.seed)
@@ -471,28 +483,22 @@ def run_compare(settings: CompareSettings, force: bool = False) -> dict[str, Any
             results.append({**old, **_measure(run_dir, settings), **tags, "reused": True})
             continue
         args = (asdict(settings), run.entry, run.seed, run.budget, str(run_dir))
+        started = time.perf_counter()
         if settings.in_process:
             results.append({**_train_and_measure(*args), **tags})
         else:
             with concurrent.futures.ProcessPoolExecutor(max_workers=1, mp_context=ctx) as pool:
                 results.append({**pool.submit(_train_and_measure, *args).result(), **tags})
+        wall_time += time.perf_counter() - started
         # the runs so far, for --reuse should the comparison stop before its report
-        _write(
-            out / "report.json", json.dumps({"settings": asdict(settings), "runs": results}) + "\n"
-        )
+        partial = {"settings": asdict(settings), "machine": machine_block, "wall_time_s": wall_time}
+        _write(out / "report.json", json.dumps({**partial, "runs": results}) + "\n")
     rows = [summarize(r) for r in results]
     groups = group_rows(rows)
     report = {
         "settings": asdict(settings),
-        "machine": {
-            "platform": platform.platform(),
-            "processor": cpu_name(),
-            "cpus": multiprocessing.cpu_count(),
-            "torch": machine["torch"],
-            "threads": settings.threads,
-            "load_average_at_start": machine["load_average"],
-        },
-        "wall_time_s": time.perf_counter() - started,
+        "machine": machine_block,
+        "wall_time_s": wall_time,
         "floors": compute_floors(settings),
         "summary": [g for g in groups if g["study"] == "main" and g["budget"] == "tokens"],
         "groups": groups,
