@@ -30,7 +30,7 @@ def test_every_family_declares_the_interface(model) -> None:
     params = dict(model.named_parameters())
     modules = dict(model.named_modules())
     for site in model.plastic_sites:
-        assert site.param in params and site.layout in ("heads", "linear")
+        assert site.param in params and site.layout in ("heads", "linear", "matmul")
         for probe in (site.pre, site.post):
             assert all(name in modules for name in probe.modules)
     assert set(model.prunable) <= set(params)

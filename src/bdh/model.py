@@ -137,6 +137,11 @@ class BDH(GenerateMixin, nn.Module):
         self.probe_attn = nn.Identity()  # LN(attention output) [B, H, T, D]
         self.probe_y = nn.Identity()  # y_sparse [B, H, T, N]
         self.probe_xy = nn.Identity()  # x_sparse * y_sparse [B, H, T, N], before dropout
+        # The inputs and outputs of the decoder and readout (the local delta rules' sites).
+        self.probe_decoder_in = nn.Identity()  # dropout(x_sparse * y_sparse) [B, 1, T, H * N]
+        self.probe_decoder_out = nn.Identity()  # y_mlp [B, 1, T, D]
+        self.probe_readout_in = nn.Identity()  # final hidden state [B, T, D]
+        self.probe_logits = nn.Identity()  # logits [B, T, vocab]
 
     def ln(self, x: Tensor) -> Tensor:
         """Parameter-free LayerNorm over the last dimension."""
@@ -160,7 +165,8 @@ class BDH(GenerateMixin, nn.Module):
         y_kv = self.probe_attn(self.ln(attn))  # B, H, T, D
         y_sparse = self.probe_y(F.relu(y_kv @ self.encoder_v))  # B, H, T, N
         xy_sparse = self.drop(self.probe_xy(x_sparse * y_sparse))
-        y_mlp = xy_sparse.transpose(1, 2).reshape(B, 1, T, -1) @ self.decoder  # B, 1, T, D
+        xy_flat = self.probe_decoder_in(xy_sparse.transpose(1, 2).reshape(B, 1, T, -1))
+        y_mlp = self.probe_decoder_out(xy_flat @ self.decoder)  # B, 1, T, D
         return self.ln(x + self.ln(y_mlp)), final
 
     def _run(self, idx: Tensor, state: BDHState | None = None, in_place: bool = False) -> Tensor:
@@ -211,7 +217,7 @@ class BDH(GenerateMixin, nn.Module):
         Use the returned state (wrappers such as DDP may hand `forward` a copy): pass it on
         as is to backpropagate through both windows, or `state.detach()` for truncated BPTT.
         """
-        logits = self._run(idx, state) @ self.lm_head
+        logits = self.probe_logits(self.probe_readout_in(self._run(idx, state)) @ self.lm_head)
         loss = None
         if targets is not None:
             loss = F.cross_entropy(logits.view(-1, logits.size(-1)), targets.reshape(-1))
@@ -327,9 +333,15 @@ class BDH(GenerateMixin, nn.Module):
     sparsity_probes = ("x", "y")
     mlp_probe = "xy"
     # encoder: the layer input x (attn's second argument) -> x_sparse; encoder_v: LN(attention) -> y_sparse
+    # (Oja); decoder: predicts the next input's embedding; lm_head: the softmax delta rule.
     plastic_sites = (
         PlasticSite("encoder", "heads", pre=Probe("attn", input=1), post=Probe("probe_x")),
         PlasticSite("encoder_v", "heads", pre=Probe("probe_attn"), post=Probe("probe_y")),
-    )
+        PlasticSite(
+            "decoder", "matmul", pre=Probe("probe_decoder_in"), post=Probe("probe_decoder_out"),
+            rule="predictive", teacher="embed.weight",
+        ),
+        PlasticSite("lm_head", "matmul", pre=Probe("probe_readout_in"), post=Probe("probe_logits"), rule="delta"),
+    )  # fmt: skip
     prunable = ("encoder", "encoder_v", "decoder")
     plasticity_metrics = NO_METRICS

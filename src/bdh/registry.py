@@ -72,14 +72,20 @@ class PlasticSite:
 
     param: the parameter's name (`model.get_parameter`). layout "heads": W [H, m, k] with
     post = pre @ W[h] (pre [B, H or 1, T, m], post [B, H, T, k]); "linear": W [k, m] with
-    post = W @ pre (nn.Linear). pre/post: the probes of its pre- and post-synaptic activity,
-    fired once each per use of the weight (per layer), in either order.
+    post = W @ pre (nn.Linear); "matmul": W [m, k] with post = pre @ W (pre [..., T, m],
+    post [..., T, k], one row per target token). pre/post: the probes of its pre- and
+    post-synaptic activity, fired once each per use of the weight (per layer), in either order.
+    rule (`bdh.learning`): "oja" (unsupervised, every Hebbian mode), or in mode "hebbian" only
+    "delta" (the readout: post are logits, the target token is the teacher) or "predictive"
+    (post learns the next input's embedding: row `target` of the parameter `teacher`).
     """
 
     param: str
-    layout: Literal["heads", "linear"]
+    layout: Literal["heads", "linear", "matmul"]
     pre: Probe
     post: Probe
+    rule: Literal["oja", "delta", "predictive"] = "oja"
+    teacher: str | None = None
 
 
 class ModelFamily(Protocol):

@@ -35,7 +35,7 @@ def tiny(kind: str) -> torch.nn.Module:
 
 
 PLASTIC = {
-    "bdh": {"encoder", "encoder_v"},
+    "bdh": {"encoder", "encoder_v", "decoder", "lm_head"},  # the embedding stays as initialized
     "neuro": {"Dx", "Dy"},
     "gpt": {"blocks.0.c_fc.weight", "blocks.1.c_fc.weight"},
 }

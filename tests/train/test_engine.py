@@ -135,7 +135,7 @@ class PoisonRule:
 
         model.probe_y.register_forward_hook(hook)
 
-    def after_step(self, model, step, report=True):
+    def after_step(self, model, step, report=True, rate_scale=1.0):
         self.steps_done = step
         return {}
 
@@ -158,7 +158,7 @@ class CountingHebbianRule:
         self.mask = torch.ones_like(model.decoder, dtype=torch.bool)
 
     @torch.no_grad()
-    def after_step(self, model, step, report=True):
+    def after_step(self, model, step, report=True, rate_scale=1.0):
         model.decoder.add_(1e-3)
         self.mask.view(-1)[step] = False
         return {"pruned": float((~self.mask).sum())}
@@ -173,7 +173,7 @@ class CountingHebbianRule:
 def install_rule(monkeypatch, rule, calls: list):
     module = types.ModuleType("bdh.learning")
 
-    def make_learning_rule(mode, hebbian_lr, prune_every, prune_threshold, homeostatic_scaling):
+    def make_learning_rule(mode, hebbian_lr, prune_every, prune_threshold, homeostatic_scaling, **rates):
         calls.append((mode, hebbian_lr, prune_every, prune_threshold, homeostatic_scaling))
         return rule
 

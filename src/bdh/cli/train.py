@@ -45,6 +45,8 @@ _OPTIONS: list[tuple[str, str, Any, str]] = [
     ("--keep-last", "keep_last", click.IntRange(min=1), "Step checkpoints to keep [3]."),
     ("--learning-mode", "learning_mode", click.Choice(["backprop", "hebbian", "hybrid"]), "Learning rule [backprop]."),
     ("--hebbian-lr", "hebbian_lr", click.FloatRange(0), "Hebbian learning rate [1e-3]."),
+    ("--readout-lr", "readout_lr", click.FloatRange(0), "Readout delta-rule rate, hebbian mode [1.0]."),
+    ("--predictive-lr", "predictive_lr", click.FloatRange(0), "Predictive-rule rate, hebbian mode [2.0]."),
     ("--prune-every", "prune_every", click.IntRange(min=0), "Prune synapses every N steps; 0 = never [0]."),
     ("--prune-threshold", "prune_threshold", click.FloatRange(0), "Pruning magnitude threshold [0]."),
 ]

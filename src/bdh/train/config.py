@@ -77,7 +77,9 @@ class TrainConfig(ConfigDict):
     tensorboard: bool = False
     # learning rules (bdh.learning)
     learning_mode: str = "backprop"
-    hebbian_lr: float = 1e-3
+    hebbian_lr: float = 1e-3  # Oja's rate (modes hebbian and hybrid)
+    readout_lr: float = 1.0  # the readout's delta rule (mode hebbian; bdh.learning)
+    predictive_lr: float = 2.0  # the predictive rule (mode hebbian; bdh.learning)
     prune_every: int = 0
     prune_threshold: float = 0.0
     homeostatic_scaling: bool = False

@@ -291,8 +291,9 @@ class _Trainer:
 
         cfg = self.cfg
         rule = make_learning_rule(
-            cfg.learning_mode, cfg.hebbian_lr, cfg.prune_every, cfg.prune_threshold, cfg.homeostatic_scaling
-        )
+            cfg.learning_mode, cfg.hebbian_lr, cfg.prune_every, cfg.prune_threshold, cfg.homeostatic_scaling,
+            readout_lr=cfg.readout_lr, predictive_lr=cfg.predictive_lr,
+        )  # fmt: skip
         if rule is not None:
             rule.attach(self.model)
         return rule
@@ -434,9 +435,12 @@ class _Trainer:
         self.step += 1
         out_of_time = bool(cfg.time_budget_s) and status.progress >= 1.0
         last = self.step >= cfg.steps or out_of_time
-        # The rule sees the number of completed steps (prune_every=k: steps k, 2k, ...).
+        # The rule sees the number of completed steps (prune_every=k: steps k, 2k, ...) and
+        # the schedule, which its delta rules follow as the optimizer does.
         rule_metrics = (
-            self.rule.after_step(self.model, self.step, report=measure or last) if self.rule else {}
+            self.rule.after_step(self.model, self.step, report=measure or last, rate_scale=lr / cfg.lr)
+            if self.rule
+            else {}
         )
         dt = time.perf_counter() - t0
         tokens = cfg.batch_size * cfg.block_size
