@@ -51,3 +51,24 @@ def test_default_pair_is_trained_once(tmp_path, monkeypatch):
     seen.clear()
     assert ensure_default_pair(tmp_path, on_progress=lambda *a: seen.append(a)) == paths
     assert not seen and (paths[0] / "model.safetensors").stat().st_mtime_ns == stamp
+
+
+def test_prepare_draws_one_progress_bar_per_model(app_pair, monkeypatch, capsys):
+    import bdh.app
+
+    def fake_pair(on_progress):
+        for model in ("bdh", "gpt"):
+            for step in range(10, 301, 10):
+                on_progress(model, step, 300)
+        return app_pair
+
+    monkeypatch.setattr(bdh.app, "ensure_default_pair", fake_pair)
+    assert run(["app", "--prepare"]) == 0
+    err = capsys.readouterr().err
+    # what a terminal shows: each line as its last carriage-return rewrite left it
+    shown = [line.rsplit("\r", 1)[-1] for line in err.split("\n") if line.strip()]
+    bars = [line for line in shown if "training default" in line]
+    assert len(bars) == 2, shown
+    assert "300/300" in bars[0] and "training default bdh" in bars[0]
+    assert "300/300" in bars[1] and "training default gpt" in bars[1]
+    assert err.count("| 0/300") == 2  # each bar started once
