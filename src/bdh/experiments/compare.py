@@ -225,6 +225,17 @@ def _reusable(old: dict[str, Any] | None, train_config: dict[str, Any], run_dir:
     )
 
 
+def _previous_runs(path: Path) -> dict[str, dict[str, Any]]:
+    """The runs of an earlier report.json by name; a damaged file is refused in one line."""
+    try:
+        runs = json.loads(path.read_text())["runs"]
+        return {r["name"]: r for r in runs if isinstance(r, dict)}
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError) as err:
+        raise ConfigError(
+            f"--reuse cannot read {path} ({type(err).__name__}); remove it or use --force"
+        ) from None
+
+
 def run_compare(settings: CompareSettings, force: bool = False) -> dict[str, Any]:
     """Train every entry (one fresh process each), write the report, return its data.
 
@@ -244,7 +255,7 @@ def run_compare(settings: CompareSettings, force: bool = False) -> dict[str, Any
         ReportDir(out, force)
     previous: dict[str, Any] = {}
     if settings.reuse and (out / "report.json").is_file():
-        previous = {r["name"]: r for r in json.loads((out / "report.json").read_text())["runs"]}
+        previous = _previous_runs(out / "report.json")
     results = []
     started = time.perf_counter()
     ctx = multiprocessing.get_context("spawn")

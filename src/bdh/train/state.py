@@ -64,9 +64,9 @@ RUN_ARTIFACTS = (
     CHECKPOINTS_DIR, TRAIN_CONFIG_FILE, METRICS_FILE, "model.safetensors", "config.json",
     "tokenizer.json", "tensorboard", "metrics.png",
 )  # fmt: skip
-# Fault tests set this to hold every checkpoint save half-written (the weights in the
-# temporary step directory, nothing renamed yet) for that many seconds, to kill it there.
-PAUSE_ENV = "BDH_CHECKPOINT_PAUSE_S"
+# Fault tests set this to "SECONDS@STEP" to hold the save of that step half-written (the
+# weights in the temporary step directory, nothing renamed yet), to kill it there.
+PAUSE_ENV = "BDH_CHECKPOINT_PAUSE"
 
 
 @dataclass
@@ -245,8 +245,9 @@ def _save_training_checkpoint(
         shutil.rmtree(tmp)
     try:
         save_checkpoint(tmp, model, tokenizer, extra={"train_step": snapshot.step})
-        if os.environ.get(PAUSE_ENV):
-            time.sleep(float(os.environ[PAUSE_ENV]))
+        seconds, _, step = os.environ.get(PAUSE_ENV, "").partition("@")
+        if step and int(step) == snapshot.step:
+            time.sleep(float(seconds))
         _save_tensors(tmp / OPTIMIZER_FILE, snapshot.optimizer_tensors)
         _save_tensors(tmp / RNG_FILE, snapshot.rng)
         if snapshot.rule_state is not None:
