@@ -41,7 +41,7 @@ from bdh.checkpoint import (
     load_weights,
     save_checkpoint,
 )
-from bdh.errors import CheckpointError, ConfigError
+from bdh.errors import CheckpointError, ConfigError, DataError
 from bdh.tokenizers import Tokenizer
 from bdh.train.metrics import read_metrics
 
@@ -337,6 +337,9 @@ def truncate_metrics(run_dir: Path, last_step: int) -> None:
     path = run_dir / METRICS_FILE
     if not path.is_file():
         return
-    kept = [json.dumps(r) for r in read_metrics(path) if r.get("step", 0) <= last_step]
+    records = read_metrics(path)
+    if any(not isinstance(r.get("step", 0), (int, float)) for r in records):
+        raise DataError(f"{path} has a record whose step is not a number; fix or remove it")
+    kept = [json.dumps(r) for r in records if r.get("step", 0) <= last_step]
     text = "\n".join(kept) + ("\n" if kept else "")
     atomic_write(path, lambda tmp: tmp.write_text(text))
