@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -189,3 +190,17 @@ def test_ctrl_c_while_importing_exits_130_without_traceback(start, tmp_path) -> 
     finally:
         proc.kill()
     assert "Traceback" not in err and err.strip() == "error: interrupted"
+
+
+def test_omp_wait_policy_defaults_to_passive_before_torch_loads() -> None:
+    probe = (
+        "import os, sys\nfrom bdh.cli import main\ntry:\n    main(['--version'])\n"
+        "except SystemExit:\n    pass\nprint(os.environ.get('OMP_WAIT_POLICY'), 'torch' in sys.modules)"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    out = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True)
+    assert out.stdout.split()[-2:] == ["PASSIVE", "False"], out.stderr
+    for users in ("ACTIVE", ""):  # a value the user set, even empty, is kept
+        env["OMP_WAIT_POLICY"] = users
+        out = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True)
+        assert out.stdout.splitlines()[-1] == f"{users} False", out.stderr

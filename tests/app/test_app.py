@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 
 import numpy as np
@@ -35,6 +36,30 @@ pytestmark = pytest.mark.usefixtures("single_thread")
 
 def metrics(at: AppTest) -> dict[str, str]:
     return {m.label: m.value for m in at.metric}
+
+
+class _Records(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+
+
+@pytest.fixture
+def streamlit_warnings():
+    """Warnings Streamlit logs while the test runs (its loggers do not propagate)."""
+    import streamlit.deprecation_util
+    import streamlit.logger
+
+    records = _Records()
+    loggers = {streamlit.deprecation_util._LOGGER, *streamlit.logger._loggers.values()}
+    for logger in loggers:
+        logger.addHandler(records)
+    yield records.messages
+    for logger in loggers:
+        logger.removeHandler(records)
 
 
 @pytest.fixture
@@ -120,6 +145,16 @@ def test_every_tab_shows_the_library_numbers(app, app_env):
     assert got[f"Transformer KV cache ({T} tokens)"] == kib(kv["used_bytes"])
 
 
+def test_the_app_renders_without_deprecation_warnings(app_env, streamlit_warnings, recwarn):
+    at = AppTest.from_file(str(MAIN_SCRIPT), default_timeout=TIMEOUT)
+    at.run()  # every tab's body runs in one script run
+    assert not at.exception, [e.value for e in at.exception]
+    assert len(at.tabs) == 7
+    assert not [m for m in streamlit_warnings if "deprecat" in m.lower() or "will be removed" in m]
+    assert not [w for w in recwarn if issubclass(w.category, DeprecationWarning)
+                and "streamlit" in str(w.filename)]  # fmt: skip
+
+
 def test_sliders_and_groups_update_the_numbers(app, app_env):
     at = app
     bdh, tokenizer = load_checkpoint(app_env[0])
@@ -137,7 +172,7 @@ def test_sliders_and_groups_update_the_numbers(app, app_env):
     assert "Name: word, word" in at.error[0].value  # a malformed line is reported, not ignored
 
 
-def test_live_training_starts_streams_and_stops(app):
+def test_live_training_starts_streams_and_stops(app, streamlit_warnings):
     at = app
     at.number_input(key="lt_steps").set_value(5000)
     at.number_input(key="lt_batch").set_value(2)
@@ -150,6 +185,7 @@ def test_live_training_starts_streams_and_stops(app):
     finally:
         if proc.poll() is None:  # the test failed before the app stopped it
             proc.kill()
+    assert not [m for m in streamlit_warnings if "deprecat" in m.lower()]  # the loss chart too
 
 
 def _stream_then_stop(at: AppTest, run_dir) -> None:

@@ -8,8 +8,10 @@ default pair in the cache directory.
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -101,7 +103,50 @@ def streamlit_command(
     return cmd, env
 
 
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+STOP_TIMEOUT_S = 10.0
+
+
+def _signal_group(proc: subprocess.Popen, signum: int) -> None:
+    try:
+        os.killpg(proc.pid, signum)
+    except ProcessLookupError:  # the group is gone already
+        pass
+
+
 def launch(bdh: Path, baseline: Path, port: int, headless: bool) -> int:
-    """Serve the app with Streamlit (blocks until it exits); returns its exit code."""
+    """Serve the app with Streamlit (blocks until it exits); returns its exit code.
+
+    Streamlit runs in its own process group (with the Live Training runs it starts).
+    SIGINT, SIGTERM and SIGHUP sent to this process are passed on to that group, which
+    gets STOP_TIMEOUT_S seconds to exit before it is killed; the exit code is then
+    128 + the signal. An exception in here kills the group before it propagates.
+    """
     cmd, env = streamlit_command(bdh, baseline, port, headless)
-    return subprocess.call(cmd, env=env)
+    proc = subprocess.Popen(cmd, env=env, start_new_session=True)
+    received: list[int] = []
+
+    def forward(signum: int, _frame: object) -> None:
+        received.append(signum)
+        _signal_group(proc, signum)
+
+    previous = {s: signal.signal(s, forward) for s in STOP_SIGNALS}
+    try:
+        deadline = None
+        while True:
+            try:
+                code = proc.wait(timeout=0.2)
+                break
+            except subprocess.TimeoutExpired:
+                pass
+            if received and deadline is None:
+                deadline = time.monotonic() + STOP_TIMEOUT_S
+            if deadline is not None and time.monotonic() > deadline:
+                _signal_group(proc, signal.SIGKILL)
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+        if proc.poll() is None:  # left by an exception: nothing may stay behind
+            _signal_group(proc, signal.SIGKILL)
+            proc.wait()
+    return 128 + received[0] if received else code

@@ -107,7 +107,7 @@ def sparse_brain(s: Session) -> None:
         go.Bar(x=tf_layers, y=100 * tf["sparsity"].per_layer, name="Transformer MLP (GELU)", marker_color=TF_COLOR),
     ])  # fmt: skip
     fig.update_yaxes(title="% units nonzero", range=[0, 105])
-    st.plotly_chart(_style(fig, "Active units per layer"), use_container_width=True)
+    st.plotly_chart(_style(fig, "Active units per layer"), width="stretch")
     cols = st.columns(len(layers))
     for i, col in enumerate(cols):
         col.metric(f"BDH layer {i} active", pct(x.per_layer[i]))
@@ -118,7 +118,7 @@ def sparse_brain(s: Session) -> None:
     st.caption("Active share of x_sparse per layer (rows) and head (columns), %:")
     st.dataframe(
         {f"head {h}": np.round(100 * x.per_head[:, h], 1) for h in range(x.per_head.shape[1])},
-        use_container_width=True,
+        width="stretch",
     )
 
     acts = activity["x"][s.layer, s.head]  # T, N
@@ -127,20 +127,18 @@ def sparse_brain(s: Session) -> None:
     heat.update_xaxes(title="token")
     heat.update_yaxes(title="neuron")
     left.plotly_chart(
-        _style(heat, f"BDH x_sparse, layer {s.layer} head {s.head}", 380), use_container_width=True
+        _style(heat, f"BDH x_sparse, layer {s.layer} head {s.head}", 380), width="stretch"
     )
     hidden = tf["hidden"][min(s.layer, tf["hidden"].shape[0] - 1)]  # T, W
     heat_tf = go.Figure(go.Heatmap(z=hidden.T, colorscale="Blues"))
     heat_tf.update_xaxes(title="token")
     heat_tf.update_yaxes(title="MLP unit")
-    right.plotly_chart(
-        _style(heat_tf, "Transformer MLP hidden (GELU)", 380), use_container_width=True
-    )
+    right.plotly_chart(_style(heat_tf, "Transformer MLP hidden (GELU)", 380), width="stretch")
 
     centers = 100 * (x.bin_edges[:-1] + x.bin_edges[1:]) / 2
     dist = go.Figure(go.Bar(x=centers, y=x.histogram, marker_color=BDH_COLOR))
     dist.update_xaxes(title="% neurons active in one (layer, head, token)")
-    st.plotly_chart(_style(dist, "Distribution of activity", 280), use_container_width=True)
+    st.plotly_chart(_style(dist, "Distribution of activity", 280), width="stretch")
 
     st.markdown("#### Neuron inspector")
     ids = token_ids(s.bdh, s.text)
@@ -155,7 +153,7 @@ def sparse_brain(s: Session) -> None:
     )
     st.dataframe(
         {"neuron": top.tolist(), "activation": [float(row[i]) for i in top]},
-        use_container_width=True, hide_index=True,
+        width="stretch", hide_index=True,
     )  # fmt: skip
 
 
@@ -180,7 +178,7 @@ def memory_formation(s: Session) -> None:
     heat = go.Figure(go.Heatmap(z=snap, colorscale="RdBu", zmid=0, zmin=-vmax, zmax=vmax))
     heat.update_xaxes(title="d (embedding)")
     heat.update_yaxes(title="neuron")
-    st.plotly_chart(_style(heat, f"rho after {t} tokens", 420), use_container_width=True)
+    st.plotly_chart(_style(heat, f"rho after {t} tokens", 420), width="stretch")
     steps = np.arange(1, T + 1)
     left, right = st.columns(2)
     norm = go.Figure(
@@ -189,16 +187,14 @@ def memory_formation(s: Session) -> None:
             for i in range(traj.norm.shape[1])
         ]
     )
-    left.plotly_chart(_style(norm, "||rho||_F, mean over heads"), use_container_width=True)
+    left.plotly_chart(_style(norm, "||rho||_F, mean over heads"), width="stretch")
     rank = go.Figure(
         [
             go.Scatter(x=steps, y=traj.eff_rank[:, i].mean(axis=1), name=f"layer {i}")
             for i in range(traj.eff_rank.shape[1])
         ]
     )
-    right.plotly_chart(
-        _style(rank, "Effective rank of rho, mean over heads"), use_container_width=True
-    )
+    right.plotly_chart(_style(rank, "Effective rank of rho, mean over heads"), width="stretch")
 
 
 # ---- 3. monosemantic neurons ----------------------------------------------------------------
@@ -240,7 +236,7 @@ def monosemantic(s: Session) -> None:
             "p-value": [f"{u['p_value']:.2e}" for u in top],
             "significant": [u["significant"] for u in top],
         },
-        use_container_width=True, hide_index=True,
+        width="stretch", hide_index=True,
     )  # fmt: skip
     if top:
         u = top[0]["unit"]
@@ -249,7 +245,7 @@ def monosemantic(s: Session) -> None:
         )
         st.plotly_chart(
             _style(bars, f"Mean response of unit {'/'.join(map(str, top[0]['index']))} per group"),
-            use_container_width=True,
+            width="stretch",
         )
 
 
@@ -286,22 +282,22 @@ def graph_brain(s: Session) -> None:
     degree = g.in_degree + g.out_degree
     left.plotly_chart(
         _style(go.Figure(go.Histogram(x=degree, marker_color=BDH_COLOR)), "Degree (in + out)"),
-        use_container_width=True,
+        width="stretch",
     )
     centers = (g.weight_bin_edges[:-1] + g.weight_bin_edges[1:]) / 2
     weights = go.Figure(go.Bar(x=centers, y=g.weight_histogram, marker_color=BDH_COLOR))
     weights.add_vline(x=g.threshold, line_dash="dash", line_color="red")
     weights.update_yaxes(type="log")
-    mid.plotly_chart(_style(weights, "Weights of G (log count)"), use_container_width=True)
+    mid.plotly_chart(_style(weights, "Weights of G (log count)"), width="stretch")
     sv = go.Figure(
         go.Scatter(y=g.singular_values[: s.config.n_embd], mode="lines", line_color="#22c55e")
     )
     sv.update_yaxes(type="log")
-    right.plotly_chart(_style(sv, "Singular values of G"), use_container_width=True)
+    right.plotly_chart(_style(sv, "Singular values of G"), width="stretch")
     st.dataframe(
         {"hub neuron": g.hubs, "in-degree": [int(g.in_degree[h]) for h in g.hubs],
          "out-degree": [int(g.out_degree[h]) for h in g.hubs]},
-        use_container_width=True, hide_index=True,
+        width="stretch", hide_index=True,
     )  # fmt: skip
 
 
@@ -338,9 +334,7 @@ def walkthrough(s: Session) -> None:
             marker=dict(size=np.concatenate(sizes), color=color, opacity=0.7),
         ))  # fmt: skip
         fig.update_layout(scene=dict(zaxis_title="layer", xaxis_title="", yaxis_title=""))
-        col.plotly_chart(
-            _style(fig, f"{name}: active units at token {t}", 520), use_container_width=True
-        )
+        col.plotly_chart(_style(fig, f"{name}: active units at token {t}", 520), width="stretch")
         col.metric(f"{name} active units at token {t}", f"{int(on.sum()):,} / {on.size:,}")
 
 
@@ -356,9 +350,7 @@ def memory_scaling(s: Session) -> None:
     ])  # fmt: skip
     fig.update_xaxes(type="log", title="tokens read")
     fig.update_yaxes(title="MiB")
-    st.plotly_chart(
-        _style(fig, "Measured inference state, batch 1, float32"), use_container_width=True
-    )
+    st.plotly_chart(_style(fig, "Measured inference state, batch 1, float32"), width="stretch")
     cols = st.columns(len(MEMORY_LENGTHS))
     for col, b, t in zip(cols, bdh_rows, tf_rows):
         col.metric(f"{b['tokens']} tokens: BDH", kib(b["used_bytes"]))
@@ -373,7 +365,7 @@ def memory_scaling(s: Session) -> None:
         "BDH bytes": [r["used_bytes"] for r in bdh_rows],
         "Transformer bytes (filled)": [r["used_bytes"] for r in tf_rows],
         "Transformer bytes (allocated)": [r["allocated_bytes"] for r in tf_rows],
-    }, use_container_width=True, hide_index=True)  # fmt: skip
+    }, width="stretch", hide_index=True)  # fmt: skip
 
 
 # ---- 7. live training -----------------------------------------------------------------------
@@ -441,7 +433,7 @@ def live_training(s: Session) -> None:
                         line_color=TF_COLOR,
                     )
                 )
-            st.plotly_chart(_style(fig, "Loss (nats/token)"), use_container_width=True)
+            st.plotly_chart(_style(fig, "Loss (nats/token)"), width="stretch")
             if "tokens_per_s" in last:
                 st.caption(
                     f"{last['tokens_per_s']:,.0f} tokens/s, {last.get('elapsed_s', 0):.0f} s elapsed"

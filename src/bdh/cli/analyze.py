@@ -119,10 +119,13 @@ def app_command(
         bars: dict[str, tqdm] = {}
 
         def progress(model: str, step: int, steps: int) -> None:
-            bar = bars.setdefault(
-                model, tqdm(total=steps, desc=f"training default {model}", unit="step")
-            )
-            bar.update(step - bar.n)
+            # One bar per model, updated in place; the models train one after the other,
+            # so the previous bar is finished before the next one starts.
+            if model not in bars:
+                for done in bars.values():
+                    done.close()
+                bars[model] = tqdm(total=steps, desc=f"training default {model}", unit="step")
+            bars[model].update(step - bars[model].n)
 
         print(f"default pair in {app_cache_dir()}")
         bdh_ckpt, baseline = ensure_default_pair(on_progress=progress)

@@ -426,6 +426,19 @@ def _run_dir(out: Path, label: str, budget: str, seed: int) -> Path:
     return out / "runs" / label / f"{budget}-seed{seed}"
 
 
+def _earlier_report(path: Path) -> dict[str, Any]:
+    """An earlier report.json; a damaged file is refused in one line."""
+    try:
+        report = json.loads(path.read_text())
+        if not isinstance(report, dict) or not all(isinstance(r, dict) for r in report["runs"]):
+            raise TypeError("not a report")
+        return report
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError) as err:
+        raise ConfigError(
+            f"--reuse cannot read {path} ({type(err).__name__}); remove it or use --force"
+        ) from None
+
+
 def run_compare(settings: CompareSettings, force: bool = False) -> dict[str, Any]:
     """Train every run of `plan_runs` (one fresh process each), write the report, return its data.
 
@@ -452,7 +465,7 @@ def run_compare(settings: CompareSettings, force: bool = False) -> dict[str, Any
     previous: dict[str, Any] = {}
     earlier: dict[str, Any] = {}  # the previous report: its machine and training time carry over
     if settings.reuse and (out / "report.json").is_file():
-        earlier = json.loads((out / "report.json").read_text())
+        earlier = _earlier_report(out / "report.json")
         for r in earlier["runs"]:
             previous[r.get("key") or f"{r['name']}/{r['budget']}/seed{r['seed']}"] = r
     machine_block = earlier.get("machine") or {

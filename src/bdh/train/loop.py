@@ -44,12 +44,14 @@ from bdh.train.optim import build_optimizer, load_optimizer_tensors, optimizer_t
 from bdh.train.schedule import lr_at
 from bdh.train.state import (
     METRICS_FILE,
+    RunLock,
     TrainingSnapshot,
     capture_rng,
     latest_checkpoint,
     load_training_checkpoint,
     prepare_run_dir,
     read_train_config,
+    remove_temporaries,
     restore_rng,
     save_training_checkpoint,
     truncate_metrics,
@@ -264,8 +266,22 @@ class _Trainer:
             self.model, cfg.lr, cfg.weight_decay, (cfg.beta1, cfg.beta2), device
         )
         self.rule = self._make_rule()
-        # Only now, with options, data and model checked, touch the run directory. Every
-        # rank checks (and fails) alike; only rank 0 clears a forced directory.
+        # Only now, with options, data and model checked, touch the run directory. Rank 0
+        # locks it against a second trainer (a resume of a missing directory is left to
+        # fail below) and clears it when forced; every rank checks (and fails) alike.
+        self.lock = None
+        if info.is_main and (self.run_dir.is_dir() or not resume):
+            self.lock = RunLock(self.run_dir)
+        try:
+            self._open_run_dir(resume, force)
+        except BaseException:
+            self.release()
+            raise
+
+    def _open_run_dir(self, resume: bool, force: bool) -> None:
+        cfg, info = self.cfg, self.info
+        if self.lock is not None:
+            remove_temporaries(self.run_dir)
         prepare_run_dir(self.run_dir, resume, force, clear=info.is_main)
         barrier(info)
         self.step, self.tokens_seen, self.train_time = 0, 0, 0.0
@@ -280,9 +296,14 @@ class _Trainer:
             write_train_config(self.run_dir, cfg.to_dict())
         if cfg.compile:  # in place, so a model can choose what to compile (neuro: its cell)
             self.model.compile()
-        self.ddp_model = wrap_model(self.model, info, device)
+        self.ddp_model = wrap_model(self.model, info, self.device)
         self.scaler = torch.amp.GradScaler("cuda") if self.precision == "fp16" else None
         self.probe = ActivityProbe(self.model)
+
+    def release(self) -> None:
+        """Drop the run directory's lock (rank 0); the trainer is done with it."""
+        if self.lock is not None:
+            self.lock.release()
 
     # ---- setup ---------------------------------------------------------------------
 
@@ -413,6 +434,7 @@ class _Trainer:
             if writer is not None:
                 writer.close()
             self.probe.remove()
+            self.release()
         return self.run_dir
 
     def _step(self, signals: _StopSignals, writer: MetricsWriter | None, bar: Any) -> bool:

@@ -104,7 +104,10 @@ def read_metrics(path: Path) -> list[dict[str, Any]]:
     A final line that does not parse is skipped (cut off by a crash, or still being
     written); any other line that is not a JSON object raises DataError naming it.
     """
-    lines = path.read_text().splitlines()
+    try:
+        lines = path.read_text().splitlines()
+    except UnicodeDecodeError:
+        raise DataError(f"{path} is not a text file of JSON lines") from None
     records = []
     for number, line in enumerate(lines, start=1):
         if not line.strip():

@@ -19,6 +19,10 @@ PANELS = [
 ]
 
 
+def _number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
 def plot_run(run_dir: str | Path, out_path: str | Path | None = None) -> Path:
     """Read RUN_DIR/metrics.jsonl and write the curves (default RUN_DIR/metrics.png)."""
     run_dir = Path(run_dir)
@@ -30,7 +34,7 @@ def plot_run(run_dir: str | Path, out_path: str | Path | None = None) -> Path:
     for title, series in PANELS:
         lines = []
         for key, label in series:
-            points = [(r["step"], r[key]) for r in records if key in r and "step" in r]
+            points = [(r["step"], r[key]) for r in records if _number(r.get("step")) and _number(r.get(key))]
             if points:
                 lines.append((label, points))
         if lines:

@@ -4,6 +4,7 @@
       train_config.json        resolved TrainConfig
       metrics.jsonl            one JSON object per line
       model.safetensors, config.json, tokenizer.json   latest weights: a loadable checkpoint
+      train.lock               flock held by the trainer using the directory
       checkpoints/step_00000500/
         model.safetensors, config.json, tokenizer.json  (also loadable on its own)
         optimizer.safetensors  AdamW moments and step counts
@@ -12,8 +13,10 @@
         carried_state.safetensors   with --carry-state: every row's recurrent state
         trainer_state.json     step, data position, timers, optimizer groups, world size
 
-A step directory is assembled under a temporary name and renamed into place, so a crash
-mid-save leaves only complete checkpoints under their final names.
+A step directory is assembled under a temporary name and renamed into place, and an old
+one is renamed away before it is deleted, so a crash (even kill -9) mid-save leaves only
+complete checkpoints under their final names; the next trainer to lock the directory
+removes the temporaries a killed one left.
 """
 
 from __future__ import annotations
@@ -22,9 +25,10 @@ import json
 import os
 import re
 import shutil
+import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import torch
 from safetensors.torch import save_file
@@ -37,7 +41,7 @@ from bdh.checkpoint import (
     load_weights,
     save_checkpoint,
 )
-from bdh.errors import CheckpointError, ConfigError
+from bdh.errors import CheckpointError, ConfigError, DataError
 from bdh.tokenizers import Tokenizer
 from bdh.train.metrics import read_metrics
 
@@ -49,13 +53,20 @@ OPTIMIZER_FILE = "optimizer.safetensors"
 RNG_FILE = "rng.safetensors"
 RULE_FILE = "learning_rule.safetensors"
 CARRIED_STATE_FILE = "carried_state.safetensors"
+LOCK_FILE = "train.lock"
 TRAINER_STATE_VERSION = 1
 _STEP_DIR = re.compile(r"^step_(\d{8})$")
-# What a run directory may contain; --force removes exactly these.
+# Half-written files and directories of an interrupted save (atomic_write's mkstemp names,
+# step directories being assembled or deleted).
+_TEMPORARY = re.compile(r"^\..+\.(tmp\d*|del\d+)$")
+# What a run directory may contain; --force removes exactly these (and temporaries).
 RUN_ARTIFACTS = (
     CHECKPOINTS_DIR, TRAIN_CONFIG_FILE, METRICS_FILE, "model.safetensors", "config.json",
     "tokenizer.json", "tensorboard", "metrics.png",
 )  # fmt: skip
+# Fault tests set this to "SECONDS@STEP" to hold the save of that step half-written (the
+# weights in the temporary step directory, nothing renamed yet), to kill it there.
+PAUSE_ENV = "BDH_CHECKPOINT_PAUSE"
 
 
 @dataclass
@@ -90,10 +101,60 @@ def latest_checkpoint(run_dir: Path) -> Path | None:
     return found[-1] if found else None
 
 
+class RunLock:
+    """An exclusive flock on RUN_DIR/train.lock while one trainer uses the directory.
+
+    A second trainer on the same directory is refused in one line. The kernel drops the
+    lock when its holder dies, so a killed run never blocks the next one; the file itself
+    stays (deleting it would let two processes lock two different files).
+    """
+
+    def __init__(self, run_dir: Path):
+        import fcntl
+
+        if run_dir.exists() and not run_dir.is_dir():
+            raise ConfigError(f"output path '{run_dir}' exists and is not a directory")
+        run_dir.mkdir(parents=True, exist_ok=True)
+        self._file: IO[str] | None = open(run_dir / LOCK_FILE, "a+")  # noqa: SIM115 - released in release()
+        try:
+            fcntl.flock(self._file.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self._file.seek(0)
+            holder = self._file.read().strip() or "unknown"
+            self.release()
+            raise ConfigError(
+                f"run directory '{run_dir}' is in use by another bdh train (pid {holder}); "
+                "wait for it to end or stop it first"
+            ) from None
+        self._file.seek(0)
+        self._file.truncate()
+        self._file.write(f"{os.getpid()}\n")
+        self._file.flush()
+
+    def release(self) -> None:
+        if self._file is not None:
+            self._file.close()  # closing the last descriptor drops the flock
+            self._file = None
+
+
+def remove_temporaries(run_dir: Path) -> None:
+    """Delete what interrupted saves left behind (call only while holding the RunLock)."""
+    for parent in (run_dir, run_dir / CHECKPOINTS_DIR):
+        if not parent.is_dir():
+            continue
+        for path in parent.iterdir():
+            if _TEMPORARY.match(path.name):
+                if path.is_dir():
+                    shutil.rmtree(path, ignore_errors=True)
+                else:
+                    path.unlink(missing_ok=True)
+
+
 def prepare_run_dir(run_dir: Path, resume: bool, force: bool, clear: bool = True) -> None:
     """Refuse to overwrite an existing run unless resuming or forced.
 
-    Forced: remove the run's artifacts when `clear` (rank 0), after the same checks.
+    Forced: remove the run's artifacts when `clear` (rank 0), after the same checks. The
+    lock file and temporaries of interrupted saves do not make a directory a run.
     """
     if resume:
         if not (run_dir / TRAIN_CONFIG_FILE).is_file():
@@ -103,13 +164,18 @@ def prepare_run_dir(run_dir: Path, resume: bool, force: bool, clear: bool = True
         return
     if run_dir.exists() and not run_dir.is_dir():
         raise ConfigError(f"output path '{run_dir}' exists and is not a directory")
-    if run_dir.is_dir() and any(run_dir.iterdir()):
+    present = [
+        p.name
+        for p in (run_dir.iterdir() if run_dir.is_dir() else ())
+        if p.name != LOCK_FILE and not _TEMPORARY.match(p.name)
+    ]
+    if present:
         if not force:
             raise ConfigError(
                 f"run directory '{run_dir}' already exists; use --resume to continue it "
                 "or --force to start over (deletes its checkpoints and metrics)"
             )
-        foreign = sorted(p.name for p in run_dir.iterdir() if p.name not in RUN_ARTIFACTS)
+        foreign = sorted(name for name in present if name not in RUN_ARTIFACTS)
         if foreign:
             raise ConfigError(
                 f"--force will not clear '{run_dir}': it holds files that are not from a run "
@@ -147,7 +213,28 @@ def save_training_checkpoint(
     snapshot: TrainingSnapshot,
     keep_last: int,
 ) -> Path:
-    """Write checkpoints/step_N atomically, refresh the top-level weights, keep the last K."""
+    """Write checkpoints/step_N atomically, refresh the top-level weights, keep the last K.
+
+    A write that fails (disk full, ...) raises CheckpointError in one line and leaves the
+    earlier checkpoints as they were.
+    """
+    final = run_dir / CHECKPOINTS_DIR / step_dir_name(snapshot.step)
+    try:
+        return _save_training_checkpoint(run_dir, model, tokenizer, snapshot, keep_last)
+    except OSError as err:
+        reason = err.strerror or str(err)
+        raise CheckpointError(
+            f"cannot write checkpoint {final}: {reason}; the last complete checkpoint is kept"
+        ) from None
+
+
+def _save_training_checkpoint(
+    run_dir: Path,
+    model: nn.Module,
+    tokenizer: Tokenizer,
+    snapshot: TrainingSnapshot,
+    keep_last: int,
+) -> Path:
     root = run_dir / CHECKPOINTS_DIR
     root.mkdir(parents=True, exist_ok=True)
     final = root / step_dir_name(snapshot.step)
@@ -158,6 +245,9 @@ def save_training_checkpoint(
         shutil.rmtree(tmp)
     try:
         save_checkpoint(tmp, model, tokenizer, extra={"train_step": snapshot.step})
+        seconds, _, step = os.environ.get(PAUSE_ENV, "").partition("@")
+        if step and int(step) == snapshot.step:
+            time.sleep(float(seconds))
         _save_tensors(tmp / OPTIMIZER_FILE, snapshot.optimizer_tensors)
         _save_tensors(tmp / RNG_FILE, snapshot.rng)
         if snapshot.rule_state is not None:
@@ -183,7 +273,9 @@ def save_training_checkpoint(
         raise
     save_checkpoint(run_dir, model, tokenizer, extra={"train_step": snapshot.step})
     for old in list_checkpoints(run_dir)[:-keep_last]:
-        shutil.rmtree(old, ignore_errors=True)
+        doomed = root / f".{old.name}.del{os.getpid()}"  # gone from the list in one rename
+        os.replace(old, doomed)
+        shutil.rmtree(doomed, ignore_errors=True)
     return final
 
 
@@ -245,6 +337,9 @@ def truncate_metrics(run_dir: Path, last_step: int) -> None:
     path = run_dir / METRICS_FILE
     if not path.is_file():
         return
-    kept = [json.dumps(r) for r in read_metrics(path) if r.get("step", 0) <= last_step]
+    records = read_metrics(path)
+    if any(not isinstance(r.get("step", 0), (int, float)) for r in records):
+        raise DataError(f"{path} has a record whose step is not a number; fix or remove it")
+    kept = [json.dumps(r) for r in records if r.get("step", 0) <= last_step]
     text = "\n".join(kept) + ("\n" if kept else "")
     atomic_write(path, lambda tmp: tmp.write_text(text))
