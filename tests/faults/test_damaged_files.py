@@ -11,6 +11,7 @@ import pytest
 
 from bdh.cli import main
 from bdh.errors import BDHError
+from tests.faults.cli import cli
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -37,15 +38,6 @@ def trained(tmp_path_factory) -> Path:
         raise SystemExit(0)
     assert done.value.code in (0, None)
     return run
-
-
-def cli(args: list[str], capsys) -> tuple[int, str]:
-    try:
-        main(args)
-        code = 0
-    except SystemExit as done:
-        code = int(done.code or 0)
-    return code, capsys.readouterr().err
 
 
 def readers(run: Path) -> dict[str, list[str]]:

@@ -23,6 +23,7 @@ from bdh.train.state import (
     list_checkpoints,
     load_training_checkpoint,
 )
+from tests.faults.cli import cli
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -34,15 +35,6 @@ FLAGS = [
     "--steps", str(STEPS), "--checkpoint-every", "1", "--keep-last", "2", "--log-every", "1",
     "--eval-every", "100", "--precision", "fp32", "--device", "cpu",
 ]  # fmt: skip
-
-
-def cli(args: list[str], capsys) -> tuple[int, str]:
-    try:
-        main(args)
-        code = 0
-    except SystemExit as done:
-        code = int(done.code or 0)
-    return code, capsys.readouterr().err
 
 
 def one_line_error(err: str, needle: str) -> None:
