@@ -15,14 +15,25 @@ def experiment() -> None:
     """Rerun an experiment of the paper; each writes report.md, report.json and PNGs to --out."""
 
 
+def _report_options(where_runs_go: str):  # type: ignore[no-untyped-def]
+    """--out, --force and --smoke, which every experiment takes."""
+
+    def decorate(fn):  # type: ignore[no-untyped-def]
+        for option in reversed([
+            click.option("--out", "out_dir", required=True,
+                         help=f"Report directory ({where_runs_go})."),
+            click.option("--force", is_flag=True, help="Replace an existing report directory."),
+            click.option("--smoke", is_flag=True,
+                         help="A seconds-long configuration that checks the pipeline, not the science."),
+        ]):  # fmt: skip
+            fn = option(fn)
+        return fn
+
+    return decorate
+
+
 @experiment.command("long-context")
-@click.option("--out", "out_dir", required=True, help="Report directory (runs go in OUT/runs).")
-@click.option("--force", is_flag=True, help="Replace an existing report directory.")
-@click.option(
-    "--smoke",
-    is_flag=True,
-    help="A seconds-long configuration that checks the pipeline, not the science.",
-)
+@_report_options("runs go in OUT/runs")
 @click.option("--runs", default="independent,carried,carried-damped,no-bptt", show_default=True,
               help="Comma-separated runs.")  # fmt: skip
 @click.option("--preset", default="tiny", show_default=True)
@@ -77,13 +88,7 @@ def long_context(out_dir: str, force: bool, smoke: bool, runs: str, **options: o
 
 
 @experiment.command("scaling")
-@click.option("--out", "out_dir", required=True, help="Report directory (runs go in OUT/runs).")
-@click.option("--force", is_flag=True, help="Replace an existing report directory.")
-@click.option(
-    "--smoke",
-    is_flag=True,
-    help="A seconds-long configuration that checks the pipeline, not the science.",
-)
+@_report_options("runs go in OUT/runs")
 @click.option("--grid", type=click.Choice(["cpu", "paper"]), default="cpu", show_default=True,
               help="Sizes and recipe: cpu (a CPU miniature) or paper (25M-800M, for a GPU).")  # fmt: skip
 @click.option("--sizes", default=None,
@@ -121,9 +126,7 @@ def _analysis_experiment_options(fn):  # type: ignore[no-untyped-def]
     """The options every experiment reading one trained model shares (its model: a
     checkpoint, or one trained first by bdh.train)."""
     options = [
-        click.option("--out", "out_dir", required=True, help="Report directory (a trained model goes in OUT/runs/model)."),
-        click.option("--force", is_flag=True, help="Replace an existing report directory."),
-        click.option("--smoke", is_flag=True, help="A seconds-long configuration that checks the pipeline, not the science."),
+        _report_options("a trained model goes in OUT/runs/model"),
         click.option("--checkpoint", default=None, metavar="RUN_OR_CKPT",
                      help="BDH run or checkpoint directory to read (default: train one first)."),
         click.option("--preset", default="tiny", show_default=True, help="Preset of the model trained without --checkpoint."),
@@ -216,10 +219,7 @@ def synapses(
 
 
 @experiment.command("merging")
-@click.option("--out", "out_dir", required=True, help="Report directory (runs go in OUT/runs).")
-@click.option("--force", is_flag=True, help="Replace an existing report directory.")
-@click.option("--smoke", is_flag=True,
-              help="A seconds-long configuration that checks the pipeline, not the science.")  # fmt: skip
+@_report_options("runs go in OUT/runs")
 @click.option(
     "--base-data", default="shakespeare", show_default=True, help="Corpus 0, of the base model."
 )
