@@ -66,23 +66,20 @@ def test_merge_with_zero_model_keeps_logits_fp64(shared):
 
 
 def test_merge_with_zero_model_keeps_logits_through_cpp_step(monkeypatch):
-    from bdh.ops import attention
-    from bdh.ops.attention import cpu
+    from bdh.ops import decode
+    from bdh.ops.decode import cpu
 
     require_cpp_kernel(cpu._kernel() is not None, "decoding")
-    monkeypatch.setattr(cpu, "MIN_STATE_BYTES", 0)  # let the C++ kernel take every step
     calls = []
-    kernel_step = attention.fused_shared_qk_step
-    monkeypatch.setattr(
-        attention, "fused_shared_qk_step", lambda *a: calls.append(1) or kernel_step(*a)
-    )
+    kernel_step = decode.decode_layers_cpu
+    monkeypatch.setattr(decode, "decode_layers_cpu", lambda *a: calls.append(1) or kernel_step(*a))
     a = model(0)
     merged = merge_models(a, zero_partner(a))
     idx = tokens(12)
     torch.testing.assert_close(
         recurrent_logits(merged, idx, 4), recurrent_logits(a, idx, 4), rtol=0, atol=1e-12
     )
-    assert len(calls) == 2 * 2 * 8  # two models, two layers, eight steps
+    assert len(calls) == 2 * 8  # two models, eight steps (all layers in one call)
 
 
 def test_merged_neurons_keep_their_frequencies():

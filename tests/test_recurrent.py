@@ -83,21 +83,21 @@ def test_long_prefill_in_chunks_equals_parallel(monkeypatch) -> None:
 
 
 def test_decoding_through_the_cpu_kernel_equals_parallel(monkeypatch) -> None:
-    """A state above the kernel's size threshold (2 MiB per layer here) decodes through
-    the C++ step, and still equals the parallel form."""
-    import bdh.ops.attention as attention
-    from bdh.ops.attention import cpu
+    """Decoding on CPU goes through the C++ step (one call per token for all layers), and
+    still equals the parallel form."""
+    import bdh.ops.decode as decode
+    from bdh.ops.decode import cpu
 
     require_cpp_kernel(cpu._kernel() is not None, "decoding")
     calls = []
-    kernel_step = attention.fused_shared_qk_step
-    monkeypatch.setattr(attention, "fused_shared_qk_step", lambda *a: calls.append(1) or kernel_step(*a))
+    kernel_step = decode.decode_layers_cpu
+    monkeypatch.setattr(decode, "decode_layers_cpu", lambda *a: calls.append(1) or kernel_step(*a))
     torch.manual_seed(2)
     model = bdh.BDH(_random_config(2, 4, 128, 16)).double().eval()
     idx = torch.randint(0, 256, (1, 24))
     parallel, _ = model(idx)
     recurrent_logits = _step_by_step(model, idx, prefix=4)
-    assert len(calls) == 2 * 20
+    assert len(calls) == 20
     torch.testing.assert_close(recurrent_logits, parallel, rtol=0, atol=1e-9)
 
 

@@ -130,14 +130,13 @@ def test_damped_decoding_equals_parallel(damping) -> None:
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_damped_decoding_through_the_cpu_kernel_equals_parallel(monkeypatch, dtype) -> None:
-    from bdh.ops.attention import cpu
+    import bdh.ops.decode as decode
+    from bdh.ops.decode import cpu
 
     require_cpp_kernel(cpu._kernel() is not None, "decoding")
     calls = []
-    kernel_step = attention.fused_shared_qk_step
-    monkeypatch.setattr(
-        attention, "fused_shared_qk_step", lambda *a: calls.append(1) or kernel_step(*a)
-    )
+    kernel_step = decode.decode_layers_cpu
+    monkeypatch.setattr(decode, "decode_layers_cpu", lambda *a: calls.append(1) or kernel_step(*a))
     torch.manual_seed(2)
     config = bdh.BDHConfig(
         n_layer=2,
@@ -152,7 +151,7 @@ def test_damped_decoding_through_the_cpu_kernel_equals_parallel(monkeypatch, dty
     parallel, _ = model(idx)
     _, state = model.prefill(idx[:, :4])
     steps = torch.stack([model.step(idx[:, t], state)[0] for t in range(4, 16)], 1)
-    assert len(calls) == 2 * 12
+    assert len(calls) == 12
     err = (steps - parallel[:, 4:]).abs().max() / parallel.abs().max()
     assert err < (1e-12 if dtype == torch.float64 else 1e-5)
 

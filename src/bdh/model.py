@@ -27,7 +27,8 @@ from torch import Tensor, nn
 from bdh.config import BDHConfig
 from bdh.errors import BDHError
 from bdh.generate import GenerateMixin
-from bdh.ops.attention import causal_linear_attention, shared_qk_attention, shared_qk_step
+from bdh.ops.attention import causal_linear_attention, shared_qk_attention
+from bdh.ops.decode import decode_layers
 from bdh.ops.rope import HALF_DTYPES, apply_rope_phasors, rope_frequencies, rope_phasors
 from bdh.registry import NO_METRICS, PlasticSite, Probe, RecurrentState
 
@@ -297,29 +298,19 @@ class BDH(GenerateMixin, nn.Module):
 
     @torch.inference_mode()
     def _step(self, tokens: Tensor, state: BDHState) -> tuple[Tensor, BDHState]:
-        """`layer` written for a single token: head-major products and an in-place state
-        update, without the [B, H, T, ...] reshaping of the parallel form, which costs
-        more than the arithmetic at batch 1 (the probes fire in the parallel form only).
-        Keep the two in step: tests/test_recurrent.py::test_recurrent_equals_parallel_fp64
-        and tests/test_stateful_model.py::test_damped_decoding_equals_parallel check that
-        they compute the same.
+        """`layer` written for a single token through all layers, in place on the state:
+        `bdh.ops.decode` (a C++ kernel on CPU, its twin `decode_layers_torch` elsewhere),
+        without the [B, H, T, ...] reshaping of the parallel form, which costs more than
+        the arithmetic at batch 1 (the probes fire in the parallel form only).
+        tests/test_recurrent.py::test_recurrent_equals_parallel_fp64 and
+        tests/test_stateful_model.py::test_damped_decoding_equals_parallel check that the
+        two forms compute the same.
         """
-        B = tokens.shape[0]
-        H, N, D = self.config.n_head, self.config.neurons_per_head, self.config.n_embd
         phasors = self.attn.phasors(state.position, 1)[0]  # N/2
         x = self.ln(self.embed(tokens))  # B, D
-        for kv in state.kv:  # B, H, N, D
-            # Head-major [H, B, ...] so the products are plain bmm over heads; a broadcast
-            # matmul would copy each weight matrix once per sequence of the batch.
-            x_sparse = F.relu(torch.bmm(x.expand(H, B, D), self.encoder))  # H, B, N
-            q = apply_rope_phasors(x_sparse, phasors).transpose(0, 1)  # B, H, N
-            a = shared_qk_step(q, x.view(B, 1, D), kv, self.attn.decay)  # B, H, D
-            y_sparse = F.relu(torch.bmm(self.ln(a).transpose(0, 1), self.encoder_v))  # H, B, N
-            # The decoder's rows are head-major, so per-head products summed over heads
-            # equal xy @ decoder; they need no [B, H * N] copy, and a batched
-            # matrix-vector product is much faster on CPU than one long one.
-            y_mlp = torch.bmm(x_sparse * y_sparse, self.decoder.view(H, N, D)).sum(0)  # B, D
-            x = self.ln(x + self.ln(y_mlp))
+        x = decode_layers(
+            x, state.kv, self.encoder, self.encoder_v, self.decoder, phasors, self.attn.decay
+        )
         state.position += 1
         return x @ self.lm_head, state
 

@@ -12,11 +12,9 @@ from bdh.ops.attention import (
     causal_linear_attention_naive,
     causal_linear_attention_recurrent,
     linear_attention_step,
-    linear_attention_step_torch,
     shared_qk_attention,
 )
 from bdh.ops.attention.parallel import causal_linear_attention_parallel
-from tests.conftest import require_cpp_kernel
 
 # (B, H, T, N, D, shared value head)
 GRID = [
@@ -155,61 +153,3 @@ def test_parallel_mode_rejects_what_it_cannot_do() -> None:
         causal_linear_attention(qk, qk.clone(), v, mode="parallel")
     with pytest.raises(ValueError):
         causal_linear_attention(qk, qk, v, state, mode="parallel")
-
-
-@pytest.fixture(scope="module")
-def fused_kernel() -> None:
-    from bdh.ops.attention import cpu
-
-    require_cpp_kernel(cpu._kernel() is not None, "decoding")
-
-
-@pytest.mark.parametrize("B, H, T, N, D, shared", GRID)
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-def test_fused_step_equals_torch_twin(fused_kernel, B, H, T, N, D, shared, dtype) -> None:
-    from bdh.ops.attention.cpu import fused_shared_qk_step
-
-    qk, v, state = _inputs(B, H, T, N, D, shared, dtype=dtype)
-    qk[:, :, :, : N // 2] = 0  # inactive neurons: rows the kernel skips
-    twin_state = state.clone()
-    storage = state.data_ptr()
-    tol = dict(rtol=1e-12, atol=1e-12) if dtype == torch.float64 else dict(rtol=1e-5, atol=1e-5)
-    for t in range(T):
-        q = qk[:, :, t].contiguous()
-        out = fused_shared_qk_step(q, v[:, :, t], state)
-        twin = linear_attention_step_torch(q, q, v[:, :, t], twin_state)
-        torch.testing.assert_close(out, twin, **tol)
-        torch.testing.assert_close(state, twin_state, **tol)
-    assert state.data_ptr() == storage
-
-
-def test_fused_step_only_where_it_applies(fused_kernel) -> None:
-    from bdh.ops.attention.cpu import MIN_STATE_BYTES, fused_step_applies
-
-    qk, v, state = _inputs(1, 2, 1, 1024, 128, True, dtype=torch.float32)  # 1 MiB
-    q = qk[:, :, 0]
-    assert state.numel() * 4 == MIN_STATE_BYTES
-    assert fused_step_applies(q, v[:, :, 0], state)
-    assert not fused_step_applies(q[:, :1], v[:, :, 0], state[:, :1])  # in cache
-    assert not fused_step_applies(q.bfloat16(), v[:, :, 0].bfloat16(), state.bfloat16())
-    with torch.enable_grad():
-        leaf = q.clone().requires_grad_()
-        assert not fused_step_applies(leaf, v[:, :, 0], state)
-
-
-def test_fused_step_refuses_mismatched_shapes_and_tells_autograd(fused_kernel) -> None:
-    from bdh.ops.attention.cpu import fused_shared_qk_step, fused_step_applies
-
-    qk, v, state = _inputs(2, 4, 1, 1024, 64, True, dtype=torch.float32)  # 2 MiB
-    q = qk[:, :, 0].contiguous()
-    assert fused_step_applies(q, v[:, :, 0], state)
-    for bad_v in (v[:1, :, 0], v[:, :, 0, :32], torch.randn(2, 2, 64)):
-        assert not fused_step_applies(q, bad_v, state)
-        with pytest.raises(RuntimeError):
-            fused_shared_qk_step(q, bad_v, state)
-    weight = torch.ones(1, requires_grad=True)
-    with torch.enable_grad():
-        loss = (state * weight).sum()  # saves the state for backward
-        fused_shared_qk_step(q, v[:, :, 0], state)
-        with pytest.raises(RuntimeError, match="modified by an inplace operation"):
-            loss.backward()

@@ -15,11 +15,9 @@ from bdh.ops.attention import (
     causal_linear_attention_naive,
     causal_linear_attention_parallel,
     causal_linear_attention_recurrent,
-    linear_attention_step_torch,
     shared_qk_attention,
     shared_qk_step,
 )
-from tests.conftest import require_cpp_kernel
 
 # (B, H, T, N, D, one value head)
 GRID = [
@@ -192,25 +190,3 @@ def test_damped_step_equals_naive(damping) -> None:
     outs = [shared_qk_step(qk[:, :, t], v[:, :, t], s, decay) for t in range(9)]
     torch.testing.assert_close(torch.stack(outs, dim=2), ref, **TOL)
     torch.testing.assert_close(s, ref_final, **TOL)
-
-
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-@pytest.mark.parametrize("heads_of_decay", [1, 4])
-@pytest.mark.parametrize("shared", [True, False])
-def test_damped_fused_step_equals_torch_twin(dtype, heads_of_decay, shared) -> None:
-    from bdh.ops.attention import cpu
-
-    require_cpp_kernel(cpu._kernel() is not None, "decoding")
-    B, H, N, D = 2, 4, 64, 16
-    qk, _, v, state, _, _ = _inputs(B, H, 5, N, D, shared)
-    qk, v, state = qk.to(dtype), v.to(dtype), state.to(dtype)
-    qk[:, :, :, : N // 2] = 0  # inactive neurons: rows the kernel only decays
-    decay = torch.linspace(0.5, 1.0, heads_of_decay, dtype=dtype)
-    twin = state.clone()
-    tol = dict(rtol=1e-12, atol=1e-12) if dtype == torch.float64 else dict(rtol=1e-5, atol=1e-5)
-    for t in range(5):
-        q = qk[:, :, t].contiguous()
-        out = cpu.fused_shared_qk_step(q, v[:, :, t], state, decay)
-        ref = linear_attention_step_torch(q, q, v[:, :, t], twin, decay)
-        torch.testing.assert_close(out, ref, **tol)
-        torch.testing.assert_close(state, twin, **tol)

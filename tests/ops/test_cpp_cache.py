@@ -9,15 +9,15 @@ import pytest
 import torch
 
 from bdh.ops import cpp
-from bdh.ops.attention import cpu as attention_cpu
+from bdh.ops.decode import cpu as decode_cpu
 from tests.conftest import require_cpp_kernel
 
-SOURCE = Path(attention_cpu.__file__).with_name("recurrent_cpu.cpp")
+SOURCE = Path(decode_cpu.__file__).with_name("decode_cpu.cpp")
 
 
 def _checkout(root: Path) -> Path:
     """A copy of the kernel source where another checkout would keep it."""
-    target = root / "src" / "bdh" / "ops" / "attention" / SOURCE.name
+    target = root / "src" / "bdh" / "ops" / "decode" / SOURCE.name
     target.parent.mkdir(parents=True)
     shutil.copyfile(SOURCE, target)
     return target
@@ -47,14 +47,14 @@ def test_flags_and_torch_version_change_the_key(tmp_path, monkeypatch) -> None:
 
 def test_a_second_checkout_imports_the_first_build(tmp_path, monkeypatch) -> None:
     """Built once (by this package's own source), a copy elsewhere loads without a build."""
-    require_cpp_kernel(attention_cpu._kernel() is not None, "decoding")
+    require_cpp_kernel(decode_cpu._kernel() is not None, "decoding")
 
     def no_build(*args, **kwargs):
         raise AssertionError("rebuilt although the same sources were built before")
 
     monkeypatch.setattr("torch.utils.cpp_extension.load", no_build)
-    module = cpp._build(attention_cpu.NAME, _checkout(tmp_path / "other"))
-    assert module is not None and hasattr(module, "shared_qk_step")
+    module = cpp._build(decode_cpu.NAME, _checkout(tmp_path / "other"))
+    assert module is not None and hasattr(module, "decode_layers")
 
 
 @pytest.mark.parametrize("extensions_dir", [True, False])

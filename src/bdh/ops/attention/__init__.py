@@ -4,15 +4,14 @@
 - `parallel`: the quadratic form for shared queries and keys (BDH's q = k) with a
   hand-written backward; the training path for short sequences.
 - `chunked`: linear in T with bounded memory, for long sequences.
-- `recurrent`: per-token updates of a [B, H, N, D] state; its decoding step for shared
-  queries and keys runs, on CPU, a C++ kernel (`cpu.py`) that reads and writes the state
-  in one pass, `linear_attention_step_torch` being its twin.
+- `recurrent`: per-token updates of a [B, H, N, D] state (BDH's decoding step through all
+  layers, with its C++ kernel, is `bdh.ops.decode`).
 
 Every form takes an initial state, returns the final one, and optionally damps the state
 (rho_t = U rho_{t-1} + k_t^T v_t with fixed per-head U in (0, 1], `damping.py`), forward
 and backward. Entry points: `shared_qk_attention` / `shared_qk_step` for shared queries
 and keys (BDH), `causal_linear_attention` / `linear_attention_step` for distinct ones.
-Mode selection (which form, and when the C++ kernel runs) lives here only.
+Mode selection (which form) lives here only.
 """
 
 from __future__ import annotations
@@ -22,7 +21,6 @@ from typing import Literal
 from torch import Tensor
 
 from bdh.ops.attention.chunked import DEFAULT_CHUNK_SIZE, causal_linear_attention_chunked
-from bdh.ops.attention.cpu import fused_shared_qk_step, fused_step_applies
 from bdh.ops.attention.naive import causal_linear_attention_naive
 from bdh.ops.attention.parallel import causal_linear_attention_parallel
 from bdh.ops.attention.recurrent import (
@@ -98,12 +96,7 @@ def causal_linear_attention(
 def shared_qk_step(qk: Tensor, v: Tensor, state: Tensor, decay: Tensor | None = None) -> Tensor:
     """One decoding step with keys equal to the queries: o = qk S, then S = U S + qk^T v
     in place. qk [B, H, N], v [B, H or 1, D], state [B, H, N, D], decay [H or 1]; o [B, H, D].
-
-    The C++ kernel takes the step where `fused_step_applies` (CPU, fp32/fp64, no autograd,
-    a state too large for the caches), its twin `linear_attention_step_torch` elsewhere.
     """
-    if fused_step_applies(qk, v, state, decay):
-        return fused_shared_qk_step(qk, v, state, decay)
     return linear_attention_step_torch(qk, qk, v, state, decay)
 
 

@@ -18,7 +18,8 @@ def linear_attention_step_torch(
     Returns:
         o: [B, H, D], the attention output of this token over earlier tokens only.
 
-    The twin of the C++ step (`cpu.fused_shared_qk_step`).
+    The state step of `bdh.ops.decode.decode_layers_torch`, the twin of the C++ decoding
+    kernel.
     """
     B, H, N = q.shape
     D = state.shape[-1]

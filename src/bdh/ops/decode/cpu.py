@@ -1,0 +1,76 @@
+"""The C++ decoding step through all layers (decode_cpu.cpp)."""
+
+from __future__ import annotations
+
+import weakref
+from pathlib import Path
+from types import ModuleType
+
+import torch
+from torch import Tensor
+
+from bdh.ops.cpp import load_kernel
+
+NAME = "bdh_decode_cpu"
+
+# encoder_v transposed to [H, N, D], by id of the weight tensor (alive: the weakref says
+# so), rebuilt when the weight changes (in place: its version counter moves; replaced: its
+# storage pointer does). Entries go with their weights. Not a WeakKeyDictionary: it would
+# compare tensors with ==.
+_transposed: dict[int, tuple[weakref.ref, int, int, Tensor]] = {}
+
+
+def _kernel() -> ModuleType | None:
+    return load_kernel(NAME, Path(__file__).with_name("decode_cpu.cpp"))
+
+
+def fused_decode_applies(x: Tensor, state: Tensor, *weights: Tensor | None) -> bool:
+    """Whether `decode_layers_cpu` can take this step: CPU tensors of one dtype, fp32 or
+    fp64, no autograd, the kernel built. Shapes are checked by the kernel."""
+    tensors = [x, state, *(w for w in weights if w is not None)]
+    return (
+        state.device.type == "cpu"
+        and state.dtype in (torch.float32, torch.float64)
+        and all(t.device.type == "cpu" and t.dtype == state.dtype for t in tensors)
+        and state.is_contiguous()
+        and not (torch.is_grad_enabled() and any(t.requires_grad for t in tensors))
+        and _kernel() is not None
+    )
+
+
+def transposed_encoder_v(encoder_v: Tensor) -> Tensor:
+    """encoder_v [H, D, N] as a contiguous [H, N, D], cached while the weight is unchanged."""
+    key = id(encoder_v)
+    cached = _transposed.get(key)
+    if (
+        cached is None
+        or cached[0]() is not encoder_v
+        or cached[1:3] != (encoder_v.data_ptr(), encoder_v._version)
+    ):
+        owner = weakref.ref(encoder_v, lambda _, key=key: _transposed.pop(key, None))
+        transposed = encoder_v.detach().transpose(1, 2).contiguous()
+        cached = (owner, encoder_v.data_ptr(), encoder_v._version, transposed)
+        _transposed[key] = cached
+    return cached[3]
+
+
+def decode_layers_cpu(
+    x: Tensor,
+    state: Tensor,
+    encoder: Tensor,
+    encoder_v: Tensor,
+    decoder: Tensor,
+    phasors: Tensor,
+    decay: Tensor | None = None,
+) -> Tensor:
+    """`decode_layers_torch` in one C++ call; same arguments and result."""
+    real = phasors.real.to(state.dtype).contiguous()
+    imag = phasors.imag.to(state.dtype).contiguous()
+    out = _kernel().decode_layers(
+        x.contiguous(), state, encoder.detach().contiguous(), transposed_encoder_v(encoder_v),
+        decoder.detach().contiguous(), real, imag, None if decay is None else decay.contiguous(),
+    )  # fmt: skip
+    # written through a raw pointer: tell autograd, so that a graph that saved the state
+    # fails on backward as it would after the twin's in-place update
+    torch.autograd.graph.increment_version(state)
+    return out
