@@ -79,8 +79,9 @@ class RotaryLinearAttention(nn.Module):
         """RoPE phasors of positions start..start+length-1, complex [length, N/2].
 
         Computed once per forward (all layers share them) and cached for the first
-        positions, instead of recomputing cos/sin of every position in every layer. Only
-        parallel calls grow the cache, so decoding far past it keeps memory flat.
+        positions, instead of recomputing cos/sin of every position in every layer. The
+        cache doubles as positions need it, up to its limit; beyond, phasors are computed
+        per call, so decoding far past it keeps memory flat.
         """
         freqs = self.freqs.view(-1)
         # A model cast to bf16/fp16 has freqs without the digits the phases need.
@@ -89,13 +90,15 @@ class RotaryLinearAttention(nn.Module):
         cache = self._phasor_cache
         if cache is not None and (cache.real.dtype != freqs.dtype or cache.device != freqs.device):
             cache = self._phasor_cache = None
-        if cache is not None and start + length <= cache.shape[0]:
-            return cache[start : start + length]
+        end = start + length
+        if cache is not None and end <= cache.shape[0]:
+            return cache[start:end]
         limit = min(ROPE_CACHE_MAX_POSITIONS, ROPE_CACHE_MAX_ELEMENTS // (freqs.numel() // 2))
-        if start > 0 or start + length > limit:
+        if end > limit:
             return rope_phasors(start, length, freqs)
-        self._phasor_cache = rope_phasors(0, max(length, min(256, limit)), freqs)
-        return self._phasor_cache[:length]
+        size = 0 if cache is None else cache.shape[0]
+        self._phasor_cache = rope_phasors(0, min(limit, max(end, 2 * size, 256)), freqs)
+        return self._phasor_cache[start:end]
 
     def forward(
         self, x_sparse: Tensor, v: Tensor, phasors: Tensor, state: Tensor | None = None

@@ -76,7 +76,9 @@ def test_transposed_encoder_v_follows_the_weight() -> None:
 def test_dispatch_takes_the_kernel_only_where_it_applies() -> None:
     x, state, weights, phasors = _inputs(1, 1, 2, 16, 8, torch.float32)
     assert cpu.fused_decode_applies(x, state, *weights)
-    assert not cpu.fused_decode_applies(x.bfloat16(), state.bfloat16(), *(w.bfloat16() for w in weights))
+    assert not cpu.fused_decode_applies(
+        x.bfloat16(), state.bfloat16(), *(w.bfloat16() for w in weights)
+    )
     assert not cpu.fused_decode_applies(x, state.double(), *weights)  # mixed dtypes
     with torch.enable_grad():
         leaf = weights[0].clone().requires_grad_()

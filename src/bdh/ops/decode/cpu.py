@@ -12,6 +12,7 @@ from torch import Tensor
 from bdh.ops.cpp import load_kernel
 
 NAME = "bdh_decode_cpu"
+SOURCE = Path(__file__).with_name("decode_cpu.cpp")
 
 # encoder_v transposed to [H, N, D], by id of the weight tensor (alive: the weakref says
 # so), rebuilt when the weight changes (in place: its version counter moves; replaced: its
@@ -21,17 +22,18 @@ _transposed: dict[int, tuple[weakref.ref, int, int, Tensor]] = {}
 
 
 def _kernel() -> ModuleType | None:
-    return load_kernel(NAME, Path(__file__).with_name("decode_cpu.cpp"))
+    return load_kernel(NAME, SOURCE)
 
 
 def fused_decode_applies(x: Tensor, state: Tensor, *weights: Tensor | None) -> bool:
     """Whether `decode_layers_cpu` can take this step: CPU tensors of one dtype, fp32 or
     fp64, no autograd, the kernel built. Shapes are checked by the kernel."""
+    dtype = state.dtype
+    if dtype not in (torch.float32, torch.float64) or state.device.type != "cpu":
+        return False
     tensors = [x, state, *(w for w in weights if w is not None)]
     return (
-        state.device.type == "cpu"
-        and state.dtype in (torch.float32, torch.float64)
-        and all(t.device.type == "cpu" and t.dtype == state.dtype for t in tensors)
+        all(t.dtype == dtype and t.device.type == "cpu" for t in tensors)
         and state.is_contiguous()
         and not (torch.is_grad_enabled() and any(t.requires_grad for t in tensors))
         and _kernel() is not None
@@ -64,11 +66,10 @@ def decode_layers_cpu(
     decay: Tensor | None = None,
 ) -> Tensor:
     """`decode_layers_torch` in one C++ call; same arguments and result."""
-    real = phasors.real.to(state.dtype).contiguous()
-    imag = phasors.imag.to(state.dtype).contiguous()
+    rope = torch.view_as_real(phasors.contiguous())  # [N / 2, 2]: cos, sin of each pair
     out = _kernel().decode_layers(
-        x.contiguous(), state, encoder.detach().contiguous(), transposed_encoder_v(encoder_v),
-        decoder.detach().contiguous(), real, imag, None if decay is None else decay.contiguous(),
+        x.contiguous(), state, encoder.contiguous(), transposed_encoder_v(encoder_v),
+        decoder.contiguous(), rope.to(state.dtype), None if decay is None else decay.contiguous(),
     )  # fmt: skip
     # written through a raw pointer: tell autograd, so that a graph that saved the state
     # fails on backward as it would after the twin's in-place update

@@ -41,8 +41,7 @@ struct Weights {
   const T* encoder;      // [H, D, N]
   const T* encoder_v_t;  // [H, N, D]
   const T* decoder;      // [H * N, D]
-  const T* rope_cos;     // [N / 2]
-  const T* rope_sin;     // [N / 2]
+  const T* rope;         // [N / 2, 2]: cos, sin of the phase of each pair
   int64_t H, N, D;
 };
 
@@ -87,7 +86,7 @@ inline void layer_norm(const T* __restrict__ x, T* __restrict__ out, int64_t D) 
 // One (sequence, head) of one layer: updates the head's state [N, D] in place and writes
 // the head's share of the decoder output into part [D].
 template <typename T, bool Damped>
-inline void head_layer(const Weights<T>& w, int64_t h, const T* __restrict__ x,
+__attribute__((always_inline)) inline void head_layer(const Weights<T>& w, int64_t h, const T* __restrict__ x,
                        T* __restrict__ state, T* __restrict__ part, Workspace<T>& ws, T u) {
   const int64_t N = w.N, D = w.D;
   T* __restrict__ xs = ws.scratch;      // x_sparse [N]
@@ -115,7 +114,7 @@ inline void head_layer(const Weights<T>& w, int64_t h, const T* __restrict__ x,
   for (int64_t n = 0; n < N; ++n) xs[n] = xs[n] > T(0) ? xs[n] : T(0);
 
   for (int64_t i = 0; i < N / 2; ++i) {
-    const T re = xs[2 * i], im = xs[2 * i + 1], c = w.rope_cos[i], s = w.rope_sin[i];
+    const T re = xs[2 * i], im = xs[2 * i + 1], c = w.rope[2 * i], s = w.rope[2 * i + 1];
     q[2 * i] = re * c - im * s;
     q[2 * i + 1] = im * c + re * s;
   }
@@ -201,12 +200,12 @@ BDH_VECTOR_CLONES void head_layer_damped_vec(const Weights<double>& w, int64_t h
 
 // x [B, D]: the normalized embedding of each sequence's token; state [L, B, H, N, D]
 // (updated in place); encoder [H, D, N]; encoder_v_t [H, N, D]; decoder [H * N, D];
-// rope_cos, rope_sin [N / 2]: the current position's phasor; decay None or [1 or H].
+// rope [N / 2, 2]: the current position's phasors (cos, sin); decay None or [1 or H].
 // Returns the last layer's output [B, D]. All contiguous CPU tensors of one dtype
 // (float32 or float64).
 torch::Tensor decode_layers(torch::Tensor x, torch::Tensor state, torch::Tensor encoder,
                             torch::Tensor encoder_v_t, torch::Tensor decoder,
-                            torch::Tensor rope_cos, torch::Tensor rope_sin,
+                            torch::Tensor rope,
                             c10::optional<torch::Tensor> decay) {
   TORCH_CHECK(x.dim() == 2 && state.dim() == 5 && encoder.dim() == 3 && encoder_v_t.dim() == 3 &&
                   decoder.dim() == 2,
@@ -219,9 +218,8 @@ torch::Tensor decode_layers(torch::Tensor x, torch::Tensor state, torch::Tensor 
   TORCH_CHECK(encoder_v_t.size(0) == H && encoder_v_t.size(1) == N && encoder_v_t.size(2) == D,
               "decode_layers: encoder_v_t [H, N, D]");
   TORCH_CHECK(decoder.size(0) == H * N && decoder.size(1) == D, "decode_layers: decoder [H N, D]");
-  TORCH_CHECK(N % 2 == 0 && rope_cos.numel() == N / 2 && rope_sin.numel() == N / 2,
-              "decode_layers: rope tables [N / 2]");
-  for (const auto& t : {x, state, encoder, encoder_v_t, decoder, rope_cos, rope_sin}) {
+  TORCH_CHECK(N % 2 == 0 && rope.numel() == N, "decode_layers: rope [N / 2, 2]");
+  for (const auto& t : {x, state, encoder, encoder_v_t, decoder, rope}) {
     TORCH_CHECK(t.is_contiguous() && t.device().is_cpu() && t.scalar_type() == state.scalar_type(),
                 "decode_layers: contiguous CPU tensors of one dtype");
   }
@@ -237,8 +235,7 @@ torch::Tensor decode_layers(torch::Tensor x, torch::Tensor state, torch::Tensor 
   auto parts = torch::empty({B, H, D}, state.options());
   AT_DISPATCH_FLOATING_TYPES(state.scalar_type(), "decode_layers", [&] {
     const Weights<scalar_t> w{encoder.data_ptr<scalar_t>(), encoder_v_t.data_ptr<scalar_t>(),
-                              decoder.data_ptr<scalar_t>(), rope_cos.data_ptr<scalar_t>(),
-                              rope_sin.data_ptr<scalar_t>(), H, N, D};
+                              decoder.data_ptr<scalar_t>(), rope.data_ptr<scalar_t>(), H, N, D};
     scalar_t* X = hidden.data_ptr<scalar_t>();
     scalar_t* P = parts.data_ptr<scalar_t>();
     const scalar_t* U = damped ? decay->data_ptr<scalar_t>() : nullptr;
@@ -249,8 +246,9 @@ torch::Tensor decode_layers(torch::Tensor x, torch::Tensor state, torch::Tensor 
         std::vector<scalar_t> scratch(2 * N + 2 * D);
         std::vector<int64_t> active(N);
         Workspace<scalar_t> ws{scratch.data(), active.data()};
-        for (int64_t bh = begin; bh < end; ++bh) {
-          const int64_t b = bh / H, h = bh % H;
+        // head-major: a thread's consecutive tasks share one head's weights (in its cache)
+        for (int64_t task = begin; task < end; ++task) {
+          const int64_t h = task / B, b = task % B, bh = b * H + h;
           if (damped) {
             head_layer_damped_vec(w, h, X + b * D, S + bh * N * D, P + bh * D, ws,
                                   U[Hu == 1 ? 0 : h]);
@@ -277,6 +275,5 @@ torch::Tensor decode_layers(torch::Tensor x, torch::Tensor state, torch::Tensor 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("decode_layers", &decode_layers, "one decoding step through all layers",
         py::arg("x"), py::arg("state"), py::arg("encoder"), py::arg("encoder_v_t"),
-        py::arg("decoder"), py::arg("rope_cos"), py::arg("rope_sin"),
-        py::arg("decay") = py::none());
+        py::arg("decoder"), py::arg("rope"), py::arg("decay") = py::none());
 }
