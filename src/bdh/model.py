@@ -75,6 +75,11 @@ class RotaryLinearAttention(nn.Module):
         self._phasor_cache = None
         super()._load_from_state_dict(*args, **kwargs)
 
+    def _apply(self, fn, recurse: bool = True):  # type: ignore[no-untyped-def]
+        # .to(), .double(), .cuda() move or convert the frequencies the cache was built from.
+        self._phasor_cache = None
+        return super()._apply(fn, recurse)
+
     def phasors(self, start: int, length: int) -> Tensor:
         """RoPE phasors of positions start..start+length-1, complex [length, N/2].
 
@@ -83,16 +88,14 @@ class RotaryLinearAttention(nn.Module):
         cache doubles as positions need it, up to its limit; beyond, phasors are computed
         per call, so decoding far past it keeps memory flat.
         """
+        cache = self._phasor_cache
+        end = start + length
+        if cache is not None and end <= cache.shape[0]:
+            return cache[start:end]
         freqs = self.freqs.view(-1)
         # A model cast to bf16/fp16 has freqs without the digits the phases need.
         if freqs.dtype in HALF_DTYPES:
             freqs = rope_frequencies(freqs.numel()).to(freqs.device)
-        cache = self._phasor_cache
-        if cache is not None and (cache.real.dtype != freqs.dtype or cache.device != freqs.device):
-            cache = self._phasor_cache = None
-        end = start + length
-        if cache is not None and end <= cache.shape[0]:
-            return cache[start:end]
         limit = min(ROPE_CACHE_MAX_POSITIONS, ROPE_CACHE_MAX_ELEMENTS // (freqs.numel() // 2))
         if end > limit:
             return rope_phasors(start, length, freqs)
@@ -310,7 +313,7 @@ class BDH(GenerateMixin, nn.Module):
         two forms compute the same.
         """
         phasors = self.attn.phasors(state.position, 1)[0]  # N/2
-        x = self.ln(self.embed(tokens))  # B, D
+        x = self.ln(F.embedding(tokens, self.embed.weight))  # B, D
         x = decode_layers(
             x, state.kv, self.encoder, self.encoder_v, self.decoder, phasors, self.attn.decay
         )

@@ -63,3 +63,15 @@ def test_decoding_past_the_rope_cache_is_exact_and_does_not_grow_it(monkeypatch)
     steps = [model.step(idx[:, t], state)[0] for t in range(5, 40)]
     torch.testing.assert_close(torch.stack(steps, dim=1), full[:, 5:], rtol=0, atol=1e-9)
     assert model.attn._phasor_cache.shape[0] == cached <= 16
+
+
+def test_a_converted_model_rebuilds_its_rope_cache() -> None:
+    """After .double() the cached phasors are rebuilt from the converted frequencies."""
+    model = _model().float()
+    idx = torch.randint(0, 256, (1, 12))
+    model(idx)
+    assert model.attn._phasor_cache.dtype == torch.complex64
+    model.double()
+    assert model.attn._phasor_cache is None
+    model(idx)
+    assert model.attn._phasor_cache.dtype == torch.complex128
