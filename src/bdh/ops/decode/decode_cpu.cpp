@@ -35,6 +35,9 @@
 namespace {
 
 constexpr double kLayerNormEps = 1e-5;  // F.layer_norm's default
+// Below this state size per layer the layer is done in one thread: waking the others
+// costs more than they save (a `tiny` layer's state is 256 KiB, a `small` one's 2 MiB).
+constexpr int64_t kParallelMinStateBytes = 1 << 20;
 
 template <typename T>
 struct Weights {
@@ -240,9 +243,11 @@ torch::Tensor decode_layers(torch::Tensor x, torch::Tensor state, torch::Tensor 
     scalar_t* P = parts.data_ptr<scalar_t>();
     const scalar_t* U = damped ? decay->data_ptr<scalar_t>() : nullptr;
     std::vector<scalar_t> sum(D), normed(D);
+    const int64_t layer_bytes = B * H * N * D * static_cast<int64_t>(sizeof(scalar_t));
+    const int64_t grain = layer_bytes >= kParallelMinStateBytes ? 1 : B * H;
     for (int64_t level = 0; level < L; ++level) {
       scalar_t* S = state.data_ptr<scalar_t>() + level * B * H * N * D;
-      at::parallel_for(0, B * H, 1, [&](int64_t begin, int64_t end) {
+      at::parallel_for(0, B * H, grain, [&](int64_t begin, int64_t end) {
         std::vector<scalar_t> scratch(2 * N + 2 * D);
         std::vector<int64_t> active(N);
         Workspace<scalar_t> ws{scratch.data(), active.data()};
