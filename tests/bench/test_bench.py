@@ -166,6 +166,30 @@ def test_default_recipes_follow_each_sides_own_training_code() -> None:
     assert runs.official_default_recipe(cpu) == TrainRecipe("fp32", compile=True, scaler=True, weight_decay=0.1)
     ours = runs.ours_default_recipe(cpu)
     assert ours.precision == resolve_precision("auto", cpu) and ours.grad_clip == 1.0 and ours.param_groups
+    # as `bdh train`'s loop on CPU
+    assert ours.reuse_buffers and "CPU buffer reuse" in ours.describe()
+
+
+def test_train_bench_reuses_buffers_on_our_side_only(reference, monkeypatch) -> None:
+    from bdh import buffers
+
+    entered = []
+    original = runs.reuse_cpu_buffers
+
+    def recorded(*args, **kwargs):
+        entered.append(kwargs)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(runs, "reuse_cpu_buffers", recorded)
+    result = bench_train(
+        "tiny", batch_size=2, block_size=16, steps=2, warmup=1, reference=reference
+    )
+    assert len(entered) == 3  # one per step of our side: the warm-up and two timed rounds
+    assert all(kwargs == {"release_on_exit": False} for kwargs in entered)
+    recipes = list(result.settings["recipes"])
+    assert any(r.startswith("ours:") and "CPU buffer reuse" in r for r in recipes)
+    assert any(r.startswith("official:") and "buffer" not in r for r in recipes)
+    assert buffers.cached_bytes() == 0  # released after the run
 
 
 def test_train_bench_default_row_beside_like_for_like(reference, monkeypatch) -> None:

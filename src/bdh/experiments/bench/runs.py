@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from bdh.buffers import cached_bytes, release_cpu_buffers, reuse_cpu_buffers
 from bdh.config import preset as config_of_preset
 from bdh.experiments.bench import counts
 from bdh.experiments.bench.counts import Work
@@ -120,7 +121,8 @@ def _tokens(vocab: int, shape: tuple[int, ...], seed: int, device: str) -> torch
 @dataclass(frozen=True)
 class TrainRecipe:
     """How one side runs a training step: autocast precision, torch.compile, a GradScaler,
-    the optimizer's settings, gradient clipping."""
+    the optimizer's settings, gradient clipping, and whether its steps reuse freed CPU
+    buffers (bdh.buffers: enabled around this side's steps only)."""
 
     precision: str = "fp32"  # fp32, bf16 or fp16 autocast
     compile: bool = False
@@ -129,11 +131,13 @@ class TrainRecipe:
     betas: tuple[float, float] = (0.9, 0.999)
     grad_clip: float = 0.0  # 0: no clipping
     param_groups: bool = False  # bdh.train.optim.build_optimizer: decay on matrices only
+    reuse_buffers: bool = False  # bdh.buffers.reuse_cpu_buffers around each step (CPU)
 
     def describe(self) -> str:
         parts = [self.precision if self.precision != "fp32" else "fp32 (no autocast)"]
         parts += ["torch.compile"] * self.compile + ["GradScaler"] * self.scaler
         parts += [f"clip {self.grad_clip:g}"] * (self.grad_clip > 0)
+        parts += ["CPU buffer reuse"] * self.reuse_buffers
         return " + ".join(parts)
 
 
@@ -148,7 +152,8 @@ def official_default_recipe(device: torch.device) -> TrainRecipe:
 
 
 def ours_default_recipe(device: torch.device) -> TrainRecipe:
-    """What `bdh train` does by default on `device` (bdh.train.config.TrainConfig)."""
+    """What `bdh train` does by default on `device` (bdh.train.config.TrainConfig; on CPU
+    its loop reuses freed buffers)."""
     from bdh.train.config import TrainConfig
 
     cfg = TrainConfig()
@@ -156,6 +161,7 @@ def ours_default_recipe(device: torch.device) -> TrainRecipe:
     return TrainRecipe(
         precision, compile=cfg.compile, scaler=precision == "fp16", weight_decay=cfg.weight_decay,
         betas=(cfg.beta1, cfg.beta2), grad_clip=cfg.grad_clip, param_groups=True,
+        reuse_buffers=device.type == "cpu",
     )  # fmt: skip
 
 
@@ -178,6 +184,13 @@ def _train_side(model: torch.nn.Module, recipe: TrainRecipe, device: torch.devic
     forward = torch.compile(model) if recipe.compile else model
 
     def step() -> None:
+        if not recipe.reuse_buffers:
+            return train_step()
+        # The cache stays filled between this side's steps, and off during the other's.
+        with reuse_cpu_buffers(release_on_exit=False):
+            train_step()
+
+    def train_step() -> None:
         with autocast(recipe.precision, device):
             _, loss = forward(idx, targets)
         (scaler.scale(loss) if scaler else loss).backward()
@@ -195,6 +208,26 @@ def _train_side(model: torch.nn.Module, recipe: TrainRecipe, device: torch.devic
     return step
 
 
+def _timed_rounds(
+    runs: dict[tuple[str, TrainRecipe], Any], warmup: int, steps: int, device: str
+) -> tuple[dict[Any, list[float]], dict[Any, int]]:
+    """`warmup` untimed rounds, then `steps` timed ones: seconds and peak bytes per run. A
+    side reusing buffers counts the cache it starts a step with (resident, but below the
+    RSS a measurement starts from) in its peak."""
+    for _ in range(warmup):
+        for step in runs.values():
+            step()
+    times: dict[Any, list[float]] = {key: [] for key in runs}
+    peaks: dict[Any, int] = dict.fromkeys(runs, 0)
+    for _ in range(steps):
+        for key, step in runs.items():
+            held = cached_bytes() if key[1].reuse_buffers else 0
+            m = measure(step, device)
+            times[key].append(m.seconds)
+            peaks[key] = max(peaks[key], m.peak_bytes + held)
+    return times, peaks
+
+
 def bench_train(
     preset: str = "small",
     *,
@@ -210,7 +243,9 @@ def bench_train(
 ) -> BenchResult:
     """Forward + backward + optimizer step: one row per precision, all in one run.
 
-    fp32 / bf16 compare like with like (both sides under the same autocast, plain AdamW);
+    fp32 / bf16 compare like with like (both sides under the same autocast, plain AdamW;
+    on CPU our steps reuse freed buffers, `TrainRecipe.reuse_buffers`, the official's use
+    torch's default allocator);
     "default" compares the two as their own recipes run on this device: the official
     train.py (`official_default_recipe`) against `bdh train` (`ours_default_recipe`).
     Every distinct (side, recipe) runs `warmup` untimed steps first (first calls, C++
@@ -231,7 +266,7 @@ def bench_train(
         agreement = check_agreement(ours.eval()(idx)[0], ref.eval()(idx)[0], "train")
     pairs = {
         p: (official_default_recipe(torch_device), ours_default_recipe(torch_device))
-        if p == "default" else (TrainRecipe(p), TrainRecipe(p))
+        if p == "default" else (TrainRecipe(p), TrainRecipe(p, reuse_buffers=torch_device.type == "cpu"))
         for p in precisions
     }  # fmt: skip
     runs: dict[tuple[str, TrainRecipe], Any] = {}
@@ -246,16 +281,10 @@ def bench_train(
         recipes={f"{side}: {recipe.describe()}": repr(recipe) for side, recipe in runs},
     ), roofline=roofline)  # fmt: skip
     result.agreement["logits"] = agreement
-    for _ in range(warmup):
-        for step in runs.values():
-            step()
-    times: dict[Any, list[float]] = {key: [] for key in runs}
-    peaks: dict[Any, int] = dict.fromkeys(runs, 0)
-    for _ in range(steps):
-        for key, step in runs.items():
-            m = measure(step, device)
-            times[key].append(m.seconds)
-            peaks[key] = max(peaks[key], m.peak_bytes)
+    try:
+        times, peaks = _timed_rounds(runs, warmup, steps, device)
+    finally:
+        release_cpu_buffers()
     tokens = batch_size * block_size
     for p, (official_recipe, ours_recipe) in pairs.items():
         keys = ("official", official_recipe), ("ours", ours_recipe)
