@@ -87,3 +87,15 @@ def test_build_directory_in_a_fresh_process_without_extensions_dir(tmp_path) -> 
     ).stdout.split()
     assert Path(out[0]).parent.parent == tmp_path.resolve() / "torch_extensions"
     assert out[1] == "False"
+
+
+def test_every_kernel_source_ships_in_the_package() -> None:
+    """A wheel carries each C++ source, which is built on the user's machine."""
+    import tomllib
+
+    root = Path(__file__).resolve().parents[2]
+    patterns = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]["bdh"]
+    package = root / "src" / "bdh"
+    shipped = {path for pattern in patterns for path in package.glob(pattern)}
+    sources = set(package.rglob("*.cpp"))
+    assert sources and sources <= shipped
