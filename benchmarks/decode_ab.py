@@ -2,9 +2,9 @@
 
     python benchmarks/decode_ab.py --preset small --batch-size 1
 
-One model, two copies of a prefilled state; rounds of `--steps` decoding steps (embedding,
-all layers, logits) alternate between `decode_layers_cpu` (ops/decode/decode_cpu.cpp) and
-`decode_layers_torch`, so both see the same machine. Prints the median step times, their
+One model, two copies of a prefilled state; rounds of `--steps` decoding steps (token to
+logits) alternate between `decode_token_cpu` (ops/decode/decode_cpu.cpp) and
+`decode_token_torch`, so both see the same machine. Prints the median step times, their
 ratio, how far the two states ended apart, and the machine's load.
 """
 
@@ -20,7 +20,7 @@ import torch
 
 from bdh.config import preset
 from bdh.model import BDH, BDHState
-from bdh.ops.decode import cpu, decode_layers_cpu, decode_layers_torch
+from bdh.ops.decode import cpu, decode_token_cpu, decode_token_torch
 
 
 def main() -> None:
@@ -39,7 +39,7 @@ def main() -> None:
     model = BDH(preset(args.preset)).eval()
     B = args.batch_size
     _, prefilled = model.prefill(torch.randint(0, 256, (B, 16)), all_logits=False)
-    forms = {"kernel": decode_layers_cpu, "twin": decode_layers_torch}
+    forms = {"kernel": decode_token_cpu, "twin": decode_token_torch}
     states = {name: BDHState(prefilled.kv.clone(), prefilled.position) for name in forms}
     tokens = torch.randint(0, 256, (4096, B))
     done = dict.fromkeys(forms, 0)
@@ -50,10 +50,9 @@ def main() -> None:
         state = states[name]
         for _ in range(steps):
             phasors = model.attn.phasors(state.position, 1)[0]
-            x = model.ln(model.embed(tokens[done[name] % len(tokens)]))
-            x = forms[name](x, state.kv, model.encoder, model.encoder_v, model.decoder, phasors)
+            forms[name](tokens[done[name] % len(tokens)], state.kv, model.embed.weight, model.encoder,
+                        model.encoder_v, model.decoder, model.lm_head, phasors)  # fmt: skip
             state.position += 1
-            x @ model.lm_head
             done[name] += 1
 
     for _ in range(args.rounds):

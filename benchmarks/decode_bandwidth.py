@@ -5,7 +5,7 @@
 1. Read bandwidth of the state-read product (a [4, 1, 1024] x [4, 1024, 128] fp32 bmm, one
    layer's state at `small`) while cycling through working sets of 2 to 64 MiB: the speed
    of cache against main memory on this machine.
-2. The `small` decoding step in its PyTorch form (`decode_layers_torch`, the twin of the
+2. The `small` decoding step in its PyTorch form (`decode_token_torch`, the twin of the
    C++ kernel `BDH.step` runs on CPU) with one product at a time replaced by a
    precomputed tensor of the same shape: the time each product costs inside the step,
    where the per-layer states (12 MiB) and the shared weights (6 MiB) compete for cache.

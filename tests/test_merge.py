@@ -71,8 +71,8 @@ def test_merge_with_zero_model_keeps_logits_through_cpp_step(monkeypatch):
 
     require_cpp_kernel(cpu._kernel() is not None, "decoding")
     calls = []
-    kernel_step = decode.decode_layers_cpu
-    monkeypatch.setattr(decode, "decode_layers_cpu", lambda *a: calls.append(1) or kernel_step(*a))
+    kernel_step = decode.decode_token_cpu
+    monkeypatch.setattr(decode, "decode_token_cpu", lambda *a: calls.append(1) or kernel_step(*a))
     a = model(0)
     merged = merge_models(a, zero_partner(a))
     idx = tokens(12)

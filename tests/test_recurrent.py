@@ -90,8 +90,8 @@ def test_decoding_through_the_cpu_kernel_equals_parallel(monkeypatch) -> None:
 
     require_cpp_kernel(cpu._kernel() is not None, "decoding")
     calls = []
-    kernel_step = decode.decode_layers_cpu
-    monkeypatch.setattr(decode, "decode_layers_cpu", lambda *a: calls.append(1) or kernel_step(*a))
+    kernel_step = decode.decode_token_cpu
+    monkeypatch.setattr(decode, "decode_token_cpu", lambda *a: calls.append(1) or kernel_step(*a))
     torch.manual_seed(2)
     model = bdh.BDH(_random_config(2, 4, 128, 16)).double().eval()
     idx = torch.randint(0, 256, (1, 24))

@@ -135,8 +135,8 @@ def test_damped_decoding_through_the_cpu_kernel_equals_parallel(monkeypatch, dty
 
     require_cpp_kernel(cpu._kernel() is not None, "decoding")
     calls = []
-    kernel_step = decode.decode_layers_cpu
-    monkeypatch.setattr(decode, "decode_layers_cpu", lambda *a: calls.append(1) or kernel_step(*a))
+    kernel_step = decode.decode_token_cpu
+    monkeypatch.setattr(decode, "decode_token_cpu", lambda *a: calls.append(1) or kernel_step(*a))
     torch.manual_seed(2)
     config = bdh.BDHConfig(
         n_layer=2,

@@ -28,7 +28,7 @@ from bdh.config import BDHConfig
 from bdh.errors import BDHError
 from bdh.generate import GenerateMixin
 from bdh.ops.attention import causal_linear_attention, shared_qk_attention
-from bdh.ops.decode import decode_layers
+from bdh.ops.decode import decode_token
 from bdh.ops.rope import HALF_DTYPES, apply_rope_phasors, rope_frequencies, rope_phasors
 from bdh.registry import NO_METRICS, PlasticSite, Probe, RecurrentState
 
@@ -304,8 +304,8 @@ class BDH(GenerateMixin, nn.Module):
 
     @torch.inference_mode()
     def _step(self, tokens: Tensor, state: BDHState) -> tuple[Tensor, BDHState]:
-        """`layer` written for a single token through all layers, in place on the state:
-        `bdh.ops.decode` (a C++ kernel on CPU, its twin `decode_layers_torch` elsewhere),
+        """`forward` written for a single token, in place on the state: `bdh.ops.decode`
+        (a C++ kernel on CPU, its twin `decode_token_torch` elsewhere),
         without the [B, H, T, ...] reshaping of the parallel form, which costs more than
         the arithmetic at batch 1 (the probes fire in the parallel form only).
         tests/test_recurrent.py::test_recurrent_equals_parallel_fp64 and
@@ -313,12 +313,12 @@ class BDH(GenerateMixin, nn.Module):
         two forms compute the same.
         """
         phasors = self.attn.phasors(state.position, 1)[0]  # N/2
-        x = self.ln(F.embedding(tokens, self.embed.weight))  # B, D
-        x = decode_layers(
-            x, state.kv, self.encoder, self.encoder_v, self.decoder, phasors, self.attn.decay
-        )
+        logits = decode_token(
+            tokens, state.kv, self.embed.weight, self.encoder, self.encoder_v, self.decoder,
+            self.lm_head, phasors, self.attn.decay,
+        )  # fmt: skip
         state.position += 1
-        return x @ self.lm_head, state
+        return logits, state
 
     # ---- what the family exposes (bdh.registry.ModelFamily) ---------------------------
 

@@ -18,7 +18,7 @@ def linear_attention_step_torch(
     Returns:
         o: [B, H, D], the attention output of this token over earlier tokens only.
 
-    The state step of `bdh.ops.decode.decode_layers_torch`, the twin of the C++ decoding
+    The state step of `bdh.ops.decode.decode_token_torch`, the twin of the C++ decoding
     kernel.
     """
     B, H, N = q.shape

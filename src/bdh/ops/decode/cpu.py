@@ -1,4 +1,4 @@
-"""The C++ decoding step through all layers (decode_cpu.cpp)."""
+"""The C++ decoding step, token to logits (decode_cpu.cpp)."""
 
 from __future__ import annotations
 
@@ -25,13 +25,17 @@ def _kernel() -> ModuleType | None:
     return load_kernel(NAME, SOURCE)
 
 
-def fused_decode_applies(x: Tensor, state: Tensor, *weights: Tensor | None) -> bool:
-    """Whether `decode_layers_cpu` can take this step: CPU tensors of one dtype, fp32 or
-    fp64, no autograd, the kernel built. Shapes are checked by the kernel."""
+def fused_decode_applies(tokens: Tensor, state: Tensor, *weights: Tensor | None) -> bool:
+    """Whether `decode_token_cpu` can take this step: CPU tensors, the floating ones of one
+    dtype, fp32 or fp64; no autograd; the kernel built. Shapes are checked by the kernel."""
     dtype = state.dtype
-    if dtype not in (torch.float32, torch.float64) or state.device.type != "cpu":
+    if (
+        dtype not in (torch.float32, torch.float64)
+        or state.device.type != "cpu"
+        or tokens.device.type != "cpu"
+    ):
         return False
-    tensors = [x, state, *(w for w in weights if w is not None)]
+    tensors = [state, *(w for w in weights if w is not None)]
     return (
         all(t.dtype == dtype and t.device.type == "cpu" for t in tensors)
         and state.is_contiguous()
@@ -56,20 +60,24 @@ def transposed_encoder_v(encoder_v: Tensor) -> Tensor:
     return cached[3]
 
 
-def decode_layers_cpu(
-    x: Tensor,
+def decode_token_cpu(
+    tokens: Tensor,
     state: Tensor,
+    embed: Tensor,
     encoder: Tensor,
     encoder_v: Tensor,
     decoder: Tensor,
+    lm_head: Tensor,
     phasors: Tensor,
     decay: Tensor | None = None,
 ) -> Tensor:
-    """`decode_layers_torch` in one C++ call; same arguments and result."""
+    """`decode_token_torch` in one C++ call; same arguments and result (a token out of
+    range raises RuntimeError, as `F.embedding` raises IndexError)."""
     rope = torch.view_as_real(phasors.contiguous())  # [N / 2, 2]: cos, sin of each pair
-    out = _kernel().decode_layers(
-        x.contiguous(), state, encoder.contiguous(), transposed_encoder_v(encoder_v),
-        decoder.contiguous(), rope.to(state.dtype), None if decay is None else decay.contiguous(),
+    out = _kernel().decode_token(
+        tokens.long().contiguous(), state, embed.contiguous(), encoder.contiguous(),
+        transposed_encoder_v(encoder_v), decoder.contiguous(), lm_head.contiguous(),
+        rope.to(state.dtype), None if decay is None else decay.contiguous(),
     )  # fmt: skip
     # written through a raw pointer: tell autograd, so that a graph that saved the state
     # fails on backward as it would after the twin's in-place update

@@ -1,13 +1,13 @@
-// One decoding step of BDH through all layers on CPU, for one token per sequence: what
-// `decode_layers_torch` (naive.py) computes, in one call and one pass over each head.
+// One decoding step of BDH on CPU, one token per sequence, from the token to its logits:
+// what `decode_token_torch` (naive.py) computes, in one call and one pass over each head.
 //
-// Per layer, sequence b and head h (one task each, in parallel):
+// x = LN(embed[token]); then per layer, sequence b and head h (one task each, in parallel):
 //   x_sparse = relu(x E_h)                         E_h = encoder[h]     [D, N]
 //   q        = rope(x_sparse)                       pairs (2i, 2i+1) rotated by the phasor i
 //   a        = q S,  then S = U S + q^T x           the state's rows of zero q_n untouched
 //   y_n      = relu(LN(a) . Ev_h[:, n])             only where x_sparse_n > 0
 //   part     = sum_n x_sparse_n y_n Dec_{hN+n}      only where x_sparse_n y_n > 0
-// then x = LN(x + LN(sum_h part)) per sequence.
+// then x = LN(x + LN(sum_h part)) per sequence; finally logits = x lm_head.
 //
 // At batch 1 the PyTorch twin runs about 30 small ops per layer, whose dispatch costs more
 // than their arithmetic, and reads all of encoder_v and decoder. Here y is computed only
@@ -199,32 +199,64 @@ BDH_VECTOR_CLONES void head_layer_damped_vec(const Weights<double>& w, int64_t h
   head_layer<double, true>(w, h, x, state, part, ws, u);
 }
 
+// logits [V] = x [D] @ lm_head [D, V]
+template <typename T>
+__attribute__((always_inline)) inline void readout(const T* __restrict__ x,
+                                                   const T* __restrict__ lm_head,
+                                                   T* __restrict__ logits, int64_t D, int64_t V) {
+  for (int64_t v = 0; v < V; ++v) logits[v] = 0;
+  for (int64_t d = 0; d < D; ++d) {
+    const T xd = x[d];
+    const T* __restrict__ row = lm_head + d * V;
+    for (int64_t v = 0; v < V; ++v) logits[v] += xd * row[v];
+  }
+}
+
+BDH_VECTOR_CLONES void readout_vec(const float* x, const float* lm_head, float* logits,
+                                   int64_t D, int64_t V) {
+  readout(x, lm_head, logits, D, V);
+}
+
+BDH_VECTOR_CLONES void readout_vec(const double* x, const double* lm_head, double* logits,
+                                   int64_t D, int64_t V) {
+  readout(x, lm_head, logits, D, V);
+}
+
 }  // namespace
 
-// x [B, D]: the normalized embedding of each sequence's token; state [L, B, H, N, D]
-// (updated in place); encoder [H, D, N]; encoder_v_t [H, N, D]; decoder [H * N, D];
+// tokens [B] (int64); state [L, B, H, N, D] (updated in place); embed [V, D];
+// encoder [H, D, N]; encoder_v_t [H, N, D]; decoder [H * N, D]; lm_head [D, V];
 // rope [N / 2, 2]: the current position's phasors (cos, sin); decay None or [1 or H].
-// Returns the last layer's output [B, D]. All contiguous CPU tensors of one dtype
+// Returns the logits [B, V]. All contiguous CPU tensors, the floating ones of one dtype
 // (float32 or float64).
-torch::Tensor decode_layers(torch::Tensor x, torch::Tensor state, torch::Tensor encoder,
-                            torch::Tensor encoder_v_t, torch::Tensor decoder,
-                            torch::Tensor rope,
-                            c10::optional<torch::Tensor> decay) {
-  TORCH_CHECK(x.dim() == 2 && state.dim() == 5 && encoder.dim() == 3 && encoder_v_t.dim() == 3 &&
-                  decoder.dim() == 2,
-              "decode_layers: shapes");
+torch::Tensor decode_token(torch::Tensor tokens, torch::Tensor state, torch::Tensor embed,
+                           torch::Tensor encoder, torch::Tensor encoder_v_t,
+                           torch::Tensor decoder, torch::Tensor lm_head, torch::Tensor rope,
+                           c10::optional<torch::Tensor> decay) {
+  TORCH_CHECK(tokens.dim() == 1 && state.dim() == 5 && embed.dim() == 2 && encoder.dim() == 3 &&
+                  encoder_v_t.dim() == 3 && decoder.dim() == 2 && lm_head.dim() == 2,
+              "decode_token: shapes");
   const int64_t L = state.size(0), B = state.size(1), H = state.size(2), N = state.size(3),
-                D = state.size(4);
-  TORCH_CHECK(x.size(0) == B && x.size(1) == D, "decode_layers: x [B, D]");
+                D = state.size(4), V = embed.size(0);
+  TORCH_CHECK(tokens.size(0) == B && tokens.scalar_type() == torch::kLong &&
+                  tokens.is_contiguous() && tokens.device().is_cpu(),
+              "decode_token: tokens [B] int64");
+  TORCH_CHECK(embed.size(1) == D, "decode_token: embed [V, D]");
   TORCH_CHECK(encoder.size(0) == H && encoder.size(1) == D && encoder.size(2) == N,
-              "decode_layers: encoder [H, D, N]");
+              "decode_token: encoder [H, D, N]");
   TORCH_CHECK(encoder_v_t.size(0) == H && encoder_v_t.size(1) == N && encoder_v_t.size(2) == D,
-              "decode_layers: encoder_v_t [H, N, D]");
-  TORCH_CHECK(decoder.size(0) == H * N && decoder.size(1) == D, "decode_layers: decoder [H N, D]");
-  TORCH_CHECK(N % 2 == 0 && rope.numel() == N, "decode_layers: rope [N / 2, 2]");
-  for (const auto& t : {x, state, encoder, encoder_v_t, decoder, rope}) {
+              "decode_token: encoder_v_t [H, N, D]");
+  TORCH_CHECK(decoder.size(0) == H * N && decoder.size(1) == D, "decode_token: decoder [H N, D]");
+  TORCH_CHECK(lm_head.size(0) == D && lm_head.size(1) == V, "decode_token: lm_head [D, V]");
+  TORCH_CHECK(N % 2 == 0 && rope.numel() == N, "decode_token: rope [N / 2, 2]");
+  for (const auto& t : {state, embed, encoder, encoder_v_t, decoder, lm_head, rope}) {
     TORCH_CHECK(t.is_contiguous() && t.device().is_cpu() && t.scalar_type() == state.scalar_type(),
-                "decode_layers: contiguous CPU tensors of one dtype");
+                "decode_token: contiguous CPU tensors of one dtype");
+  }
+  const int64_t* ids = tokens.data_ptr<int64_t>();
+  for (int64_t b = 0; b < B; ++b) {
+    TORCH_CHECK(ids[b] >= 0 && ids[b] < V, "decode_token: token ", ids[b], " out of range [0, ", V,
+                ")");
   }
   const bool damped = decay.has_value();
   int64_t Hu = 0;
@@ -232,17 +264,21 @@ torch::Tensor decode_layers(torch::Tensor x, torch::Tensor state, torch::Tensor 
     Hu = decay->numel();
     TORCH_CHECK(decay->dim() == 1 && (Hu == 1 || Hu == H) && decay->is_contiguous() &&
                     decay->scalar_type() == state.scalar_type(),
-                "decode_layers: decay [1 or H] of the state's dtype");
+                "decode_token: decay [1 or H] of the state's dtype");
   }
-  auto hidden = x.clone();
+  auto hidden = torch::empty({B, D}, state.options());
   auto parts = torch::empty({B, H, D}, state.options());
-  AT_DISPATCH_FLOATING_TYPES(state.scalar_type(), "decode_layers", [&] {
+  auto logits = torch::empty({B, V}, state.options());
+  AT_DISPATCH_FLOATING_TYPES(state.scalar_type(), "decode_token", [&] {
     const Weights<scalar_t> w{encoder.data_ptr<scalar_t>(), encoder_v_t.data_ptr<scalar_t>(),
                               decoder.data_ptr<scalar_t>(), rope.data_ptr<scalar_t>(), H, N, D};
     scalar_t* X = hidden.data_ptr<scalar_t>();
     scalar_t* P = parts.data_ptr<scalar_t>();
     const scalar_t* U = damped ? decay->data_ptr<scalar_t>() : nullptr;
     std::vector<scalar_t> sum(D), normed(D);
+    for (int64_t b = 0; b < B; ++b) {  // x = LN(embedding)
+      layer_norm(embed.data_ptr<scalar_t>() + ids[b] * D, X + b * D, D);
+    }
     const int64_t layer_bytes = B * H * N * D * static_cast<int64_t>(sizeof(scalar_t));
     const int64_t grain = layer_bytes >= kParallelMinStateBytes ? 1 : B * H;
     for (int64_t level = 0; level < L; ++level) {
@@ -273,12 +309,16 @@ torch::Tensor decode_layers(torch::Tensor x, torch::Tensor state, torch::Tensor 
         layer_norm(sum.data(), xb, D);
       }
     }
+    for (int64_t b = 0; b < B; ++b) {
+      readout_vec(X + b * D, lm_head.data_ptr<scalar_t>(), logits.data_ptr<scalar_t>() + b * V, D, V);
+    }
   });
-  return hidden;
+  return logits;
 }
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
-  m.def("decode_layers", &decode_layers, "one decoding step through all layers",
-        py::arg("x"), py::arg("state"), py::arg("encoder"), py::arg("encoder_v_t"),
-        py::arg("decoder"), py::arg("rope"), py::arg("decay") = py::none());
+  m.def("decode_token", &decode_token, "one decoding step: embedding, all layers, logits",
+        py::arg("tokens"), py::arg("state"), py::arg("embed"), py::arg("encoder"),
+        py::arg("encoder_v_t"), py::arg("decoder"), py::arg("lm_head"), py::arg("rope"),
+        py::arg("decay") = py::none());
 }

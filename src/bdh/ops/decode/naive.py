@@ -1,4 +1,4 @@
-"""The plain PyTorch decoding step through all layers: the twin of the C++ kernel."""
+"""The plain PyTorch decoding step, token to logits: the twin of the C++ kernel."""
 
 from __future__ import annotations
 
@@ -14,25 +14,29 @@ def _ln(x: Tensor) -> Tensor:
     return F.layer_norm(x, (x.shape[-1],))
 
 
-def decode_layers_torch(
-    x: Tensor,
+def decode_token_torch(
+    tokens: Tensor,
     state: Tensor,
+    embed: Tensor,
     encoder: Tensor,
     encoder_v: Tensor,
     decoder: Tensor,
+    lm_head: Tensor,
     phasors: Tensor,
     decay: Tensor | None = None,
 ) -> Tensor:
-    """`BDH.layer` for one token per sequence, through every layer of `state`.
+    """BDH for one token per sequence: the embedding, `BDH.layer` through every layer of
+    `state`, the readout.
 
-    x: [B, D], the normalized embeddings; state: [L, B, H, N, D], updated in place;
-    encoder, encoder_v: [H, D, N]; decoder: [H * N, D]; phasors: complex [N / 2], the
-    token's RoPE phasor; decay: [H or 1] or None. Returns the last layer's output [B, D].
+    tokens: [B]; state: [L, B, H, N, D], updated in place; embed: [V, D]; encoder,
+    encoder_v: [H, D, N]; decoder: [H * N, D]; lm_head: [D, V]; phasors: complex [N / 2],
+    the token's RoPE phasor; decay: [H or 1] or None. Returns the logits [B, V].
 
     Head-major [H, B, ...] products are plain bmm over heads (a broadcast matmul would
     copy each weight matrix once per sequence), and the decoder runs as per-head products
     summed over heads (its rows are head-major), which needs no [B, H * N] copy.
     """
+    x = _ln(F.embedding(tokens, embed))  # B, D
     B, D = x.shape
     H, N = encoder.shape[0], encoder.shape[2]
     for kv in state:  # B, H, N, D
@@ -42,4 +46,4 @@ def decode_layers_torch(
         y_sparse = F.relu(torch.bmm(_ln(a).transpose(0, 1), encoder_v))  # H, B, N
         y_mlp = torch.bmm(x_sparse * y_sparse, decoder.view(H, N, D)).sum(0)  # B, D
         x = _ln(x + _ln(y_mlp))
-    return x
+    return x @ lm_head
