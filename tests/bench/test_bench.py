@@ -184,7 +184,7 @@ def test_train_bench_reuses_buffers_on_our_side_only(reference, monkeypatch) -> 
     result = bench_train(
         "tiny", batch_size=2, block_size=16, steps=2, warmup=1, reference=reference
     )
-    assert len(entered) == 3  # one per step of our side: the warm-up and two timed rounds
+    assert len(entered) == 4  # one per step of our side: warm-up, two timed rounds, the peak round
     assert all(kwargs == {"release_on_exit": False} for kwargs in entered)
     recipes = list(result.settings["recipes"])
     assert any(r.startswith("ours:") and "CPU buffer reuse" in r for r in recipes)

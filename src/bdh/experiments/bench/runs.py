@@ -211,20 +211,29 @@ def _train_side(model: torch.nn.Module, recipe: TrainRecipe, device: torch.devic
 def _timed_rounds(
     runs: dict[tuple[str, TrainRecipe], Any], warmup: int, steps: int, device: str
 ) -> tuple[dict[Any, list[float]], dict[Any, int]]:
-    """`warmup` untimed rounds, then `steps` timed ones: seconds and peak bytes per run. A
-    side reusing buffers counts the cache it starts a step with (resident, but below the
-    RSS a measurement starts from) in its peak."""
+    """`warmup` untimed rounds, `steps` timed ones, then one round measuring peak memory:
+    seconds per timed step, peak bytes per run.
+
+    Timed steps follow each other without handing freed heap memory back to the OS
+    (which a peak measurement does first): glibc keeps what it keeps in a process of its
+    own, so the official side is timed as it runs alone. A side reusing buffers counts
+    the cache it starts a step with (resident, but below the RSS a measurement starts
+    from) in its peak.
+    """
     for _ in range(warmup):
         for step in runs.values():
             step()
     times: dict[Any, list[float]] = {key: [] for key in runs}
-    peaks: dict[Any, int] = dict.fromkeys(runs, 0)
     for _ in range(steps):
         for key, step in runs.items():
-            held = cached_bytes() if key[1].reuse_buffers else 0
-            m = measure(step, device)
-            times[key].append(m.seconds)
-            peaks[key] = max(peaks[key], m.peak_bytes + held)
+            start = time.perf_counter()
+            step()
+            synchronize(device)
+            times[key].append(time.perf_counter() - start)
+    peaks: dict[Any, int] = {}
+    for key, step in runs.items():
+        held = cached_bytes() if key[1].reuse_buffers else 0
+        peaks[key] = measure(step, device).peak_bytes + held
     return times, peaks
 
 
@@ -251,7 +260,7 @@ def bench_train(
     Every distinct (side, recipe) runs `warmup` untimed steps first (first calls, C++
     kernel builds and torch.compile excluded from the timings), then the timed steps
     interleave: each round steps every one of them once. Tokens/s is batch_size *
-    block_size over the median step time; the peak is the largest over the timed steps.
+    block_size over the median step time; the peak comes from one more round (`_timed_rounds`).
     """
     precisions = [precision] if isinstance(precision, str) else list(precision)
     for p in precisions:
@@ -277,7 +286,8 @@ def bench_train(
     result = BenchResult("train", device, dict(
         batch_size=batch_size, block_size=block_size, steps=steps, precision=precisions,
         warmup=f"{warmup} untimed steps per side and recipe (first calls, kernel builds, torch.compile)",
-        timing="rounds: every side and recipe steps once per round; median step time",
+        timing="rounds: every side and recipe steps once per round; median step time; no heap "
+               "trimming between timed steps; peak memory from one more round, each step after a trim",
         recipes={f"{side}: {recipe.describe()}": repr(recipe) for side, recipe in runs},
     ), roofline=roofline)  # fmt: skip
     result.agreement["logits"] = agreement
