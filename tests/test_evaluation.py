@@ -19,6 +19,7 @@ from bdh.evaluation import (
     score_sequence,
     sequence_starts,
 )
+from bdh.model import ROPE_CACHE_MAX_ELEMENTS, ROPE_CACHE_MAX_POSITIONS
 from bdh.registry import build_model_from_preset
 
 
@@ -212,6 +213,12 @@ def test_memory_stays_one_chunk_of_logits_at_any_length(monkeypatch) -> None:
         return logits, state
 
     monkeypatch.setattr(model, "prefill", spy)
+    # The RoPE phasor cache grows with the positions seen, up to a fixed bound; filled to it
+    # first, so what is measured is what depends on the length.
+    half = model.config.neurons_per_head // 2
+    bound = min(ROPE_CACHE_MAX_POSITIONS, ROPE_CACHE_MAX_ELEMENTS // half)
+    model.attn.phasors(0, bound)
+    assert model.attn.phasors(0, 1).untyped_storage().nbytes() == bound * half * 8
     largest = {}
     for length in (1000, 4000):
         calls.clear()
