@@ -29,6 +29,7 @@ from bdh.errors import BDHError
 from bdh.generate import GenerateMixin
 from bdh.ops.attention import causal_linear_attention, shared_qk_attention
 from bdh.ops.decode import decode_token
+from bdh.ops.dropout import Dropout
 from bdh.ops.rope import HALF_DTYPES, apply_rope_phasors, rope_frequencies, rope_phasors
 from bdh.registry import NO_METRICS, PlasticSite, Probe, RecurrentState
 
@@ -135,7 +136,7 @@ class BDH(GenerateMixin, nn.Module):
         self.encoder = nn.Parameter(torch.zeros((H, D, N)).normal_(std=0.02))
         self.attn = RotaryLinearAttention(config)
         self.embed = nn.Embedding(config.vocab_size, D)
-        self.drop = nn.Dropout(config.dropout)
+        self.drop = Dropout(config.dropout)
         self.encoder_v = nn.Parameter(torch.zeros((H, D, N)).normal_(std=0.02))
         self.lm_head = nn.Parameter(torch.zeros((D, config.vocab_size)).normal_(std=0.02))
         nn.init.normal_(self.embed.weight, mean=0.0, std=0.02)

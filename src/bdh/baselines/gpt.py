@@ -19,6 +19,7 @@ from torch import Tensor, nn
 from bdh.config import ConfigDict
 from bdh.errors import BDHError, ConfigError
 from bdh.generate import GenerateMixin
+from bdh.ops.dropout import Dropout
 from bdh.registry import NO_METRICS, PlasticSite, Probe, RecurrentState
 
 
@@ -80,7 +81,7 @@ class Block(nn.Module):
         self.ln_2 = nn.LayerNorm(d, bias=config.bias)
         self.c_fc = nn.Linear(d, config.mlp_ratio * d, bias=config.bias)
         self.mlp_proj = nn.Linear(config.mlp_ratio * d, d, bias=config.bias)
-        self.drop = nn.Dropout(config.dropout)
+        self.drop = Dropout(config.dropout)
         # Identity probes: forward hooks see the MLP's input [B, T, d] and hidden [B, T, 4d].
         self.probe_mlp_in = nn.Identity()
         self.probe_mlp_hidden = nn.Identity()
@@ -123,7 +124,7 @@ class GPT(GenerateMixin, nn.Module):
         d = config.n_embd
         self.wte = nn.Embedding(config.vocab_size, d)
         self.wpe = nn.Embedding(config.block_size, d)
-        self.drop = nn.Dropout(config.dropout)
+        self.drop = Dropout(config.dropout)
         self.blocks = nn.ModuleList(Block(config) for _ in range(config.n_layer))
         self.ln_f = nn.LayerNorm(d, bias=config.bias)
         # A tied head reuses wte.weight in `logits` rather than sharing a Parameter, so
