@@ -60,6 +60,8 @@ def test_kernel_draws_torchs_numbers_at_any_p(kernel, numel, p, advance) -> None
 def test_kernel_refuses_bad_input(kernel) -> None:
     with pytest.raises(RuntimeError, match="p must be in"):
         bernoulli_cpu_(torch.empty(4), 1.5)
+    with pytest.raises(RuntimeError, match="float32, float64, bfloat16 or float16"):
+        bernoulli_cpu_(torch.empty(4, dtype=torch.int32), 0.5)
     with pytest.raises(RuntimeError, match="contiguous CPU tensor"):
         bernoulli_cpu_(torch.empty(4, 4).t(), 0.5)
 

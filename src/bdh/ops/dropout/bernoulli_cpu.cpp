@@ -10,7 +10,6 @@
 #include <torch/extension.h>
 
 #include <ATen/CPUGeneratorImpl.h>
-#include <ATen/Dispatch.h>
 
 #include <cmath>
 #include <cstdint>
@@ -68,17 +67,33 @@ void draw_words(at::mt19937_data_pod& engine, int& position, uint32_t* out, int6
   }
 }
 
-template <typename scalar_t>
-BDH_VECTOR_CLONES void to_samples(const uint32_t* words, scalar_t* out, int64_t count, uint64_t threshold) {
-  const scalar_t one(1.0f), zero(0.0f);
+// The samples written as the bit patterns of 0 and 1 in the tensor's type: a compare and
+// a select the compiler vectorizes for 16-bit types too, which a store through
+// c10::BFloat16's conversion is not.
+template <typename bits_t>
+BDH_VECTOR_CLONES void to_samples(const uint32_t* words, bits_t* out, int64_t count, uint64_t threshold,
+                                  bits_t one) {
   for (int64_t i = 0; i < count; ++i) {
     const uint64_t mantissa = (static_cast<uint64_t>(words[2 * i] & 0x1fffffu) << 32) | words[2 * i + 1];
-    out[i] = mantissa < threshold ? one : zero;
+    out[i] = mantissa < threshold ? one : bits_t(0);
+  }
+}
+
+template <typename bits_t>
+void fill(at::Tensor& self, bits_t one, at::mt19937_data_pod& data, int& position, uint64_t threshold) {
+  auto* out = static_cast<bits_t*>(self.data_ptr());
+  const int64_t n = self.numel();
+  uint32_t words[2 * kBlock];
+  for (int64_t start = 0; start < n; start += kBlock) {
+    const int64_t count = std::min(kBlock, n - start);
+    draw_words(data, position, words, 2 * count);
+    to_samples(words, out + start, count, threshold, one);
   }
 }
 
 at::Tensor bernoulli_(at::Tensor self, double p) {
   TORCH_CHECK(self.device().is_cpu() && self.is_contiguous(), "bernoulli_: a contiguous CPU tensor");
+  TORCH_CHECK(self.is_floating_point(), "bernoulli_: float32, float64, bfloat16 or float16, got ", self.scalar_type());
   TORCH_CHECK(p >= 0.0 && p <= 1.0, "bernoulli_: p must be in [0, 1], got ", p);
   const int64_t n = self.numel();
   if (n == 0) return self;  // the generator untouched, as torch leaves it
@@ -91,15 +106,13 @@ at::Tensor bernoulli_(at::Tensor self, double p) {
   at::mt19937_data_pod data = engine.data();
   // `left_` counts down to the next refill: the next word is state[624 - (left_ - 1)].
   int position = kStateWords + 1 - data.left_;
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, self.scalar_type(), "bdh_bernoulli_", [&] {
-    scalar_t* out = self.data_ptr<scalar_t>();
-    uint32_t words[2 * kBlock];
-    for (int64_t start = 0; start < n; start += kBlock) {
-      const int64_t count = std::min(kBlock, n - start);
-      draw_words(data, position, words, 2 * count);
-      to_samples(words, out + start, count, threshold);
-    }
-  });
+  switch (self.scalar_type()) {  // the bits of 1.0 in each type
+    case at::kFloat: fill<uint32_t>(self, 0x3f800000u, data, position, threshold); break;
+    case at::kDouble: fill<uint64_t>(self, 0x3ff0000000000000ull, data, position, threshold); break;
+    case at::kBFloat16: fill<uint16_t>(self, 0x3f80, data, position, threshold); break;
+    case at::kHalf: fill<uint16_t>(self, 0x3c00, data, position, threshold); break;
+    default: TORCH_CHECK(false, "bernoulli_: float32, float64, bfloat16 or float16, got ", self.scalar_type());
+  }
   data.left_ = kStateWords + 1 - position;
   data.next_ = static_cast<uint32_t>(position);
   engine.set_data(data);
