@@ -15,12 +15,18 @@
 // [H, N, D], so each active column is one contiguous row, and only the decoder rows of
 // neurons with x y > 0 are read. The state's rows of inactive neurons (q_n = 0: a ReLU
 // zero stays zero under RoPE when both of its pair are) are neither read nor written.
+// One OpenMP team runs the whole step: each thread takes a range of heads and the threads
+// meet once per layer at a spinning barrier (a parallel region per layer costs about as
+// much as a `small` layer's work when idle threads sleep).
 #include <torch/extension.h>
 
 #include <ATen/Parallel.h>
+#include <omp.h>
 
+#include <atomic>
 #include <cmath>
 #include <cstdint>
+#include <thread>
 #include <vector>
 
 
@@ -38,6 +44,39 @@ constexpr double kLayerNormEps = 1e-5;  // F.layer_norm's default
 // Below this state size per layer the layer is done in one thread: waking the others
 // costs more than they save (a `tiny` layer's state is 256 KiB, a `small` one's 2 MiB).
 constexpr int64_t kParallelMinStateBytes = 1 << 20;
+
+// The threads of one step meet after every layer. OpenMP's own barrier, and a parallel
+// region per layer, sleep in the kernel under OMP_WAIT_POLICY=PASSIVE (the CLI's default)
+// and wake in about 0.1 ms each, as long as a `small` layer's work: here the threads spin
+// briefly (their waits are the imbalance of one layer), then yield.
+class SpinBarrier {
+ public:
+  explicit SpinBarrier(int count) : count_(count) {}
+
+  void wait() {
+    const int generation = generation_.load(std::memory_order_acquire);
+    if (arrived_.fetch_add(1, std::memory_order_acq_rel) == count_ - 1) {
+      arrived_.store(0, std::memory_order_relaxed);
+      generation_.store(generation + 1, std::memory_order_release);
+      return;
+    }
+    for (int spins = 0; generation_.load(std::memory_order_acquire) == generation; ++spins) {
+      if (spins < kSpins) {
+#if defined(__x86_64__) || defined(__i386__)
+        __builtin_ia32_pause();
+#endif
+      } else {
+        std::this_thread::yield();  // the other thread is late (descheduled): give way
+      }
+    }
+  }
+
+ private:
+  static constexpr int kSpins = 4000;
+  const int count_;
+  std::atomic<int> arrived_{0};
+  std::atomic<int> generation_{0};
+};
 
 template <typename T>
 struct Weights {
@@ -222,6 +261,25 @@ BDH_VECTOR_CLONES void readout_vec(const double* x, const double* lm_head, doubl
   readout(x, lm_head, logits, D, V);
 }
 
+
+// run(thread, count) on `threads` OpenMP threads (outside the dispatch macro: a pragma
+// cannot sit in a macro's argument). A smaller team than asked for (the runtime may give
+// one) must not wait at a barrier for threads that do not exist: the first does it all.
+template <typename Run>
+void run_in_team(int threads, const Run& run) {
+  if (threads == 1) {
+    run(0, 1);
+    return;
+  }
+#pragma omp parallel num_threads(threads)
+  {
+    if (omp_get_num_threads() == threads) {
+      run(omp_get_thread_num(), threads);
+    } else if (omp_get_thread_num() == 0) {
+      run(0, 1);
+    }
+  }
+}
 }  // namespace
 
 // tokens [B] (int64); state [L, B, H, N, D] (updated in place); embed [V, D];
@@ -266,52 +324,63 @@ torch::Tensor decode_token(torch::Tensor tokens, torch::Tensor state, torch::Ten
                     decay->scalar_type() == state.scalar_type(),
                 "decode_token: decay [1 or H] of the state's dtype");
   }
-  auto hidden = torch::empty({B, D}, state.options());
-  auto parts = torch::empty({B, H, D}, state.options());
+  auto parts = torch::empty({2, B, H, D}, state.options());  // two: layer l+1 is written while l is read
   auto logits = torch::empty({B, V}, state.options());
   AT_DISPATCH_FLOATING_TYPES(state.scalar_type(), "decode_token", [&] {
     const Weights<scalar_t> w{encoder.data_ptr<scalar_t>(), encoder_v_t.data_ptr<scalar_t>(),
                               decoder.data_ptr<scalar_t>(), rope.data_ptr<scalar_t>(), H, N, D};
-    scalar_t* X = hidden.data_ptr<scalar_t>();
-    scalar_t* P = parts.data_ptr<scalar_t>();
     const scalar_t* U = damped ? decay->data_ptr<scalar_t>() : nullptr;
-    std::vector<scalar_t> sum(D), normed(D);
-    for (int64_t b = 0; b < B; ++b) {  // x = LN(embedding)
-      layer_norm(embed.data_ptr<scalar_t>() + ids[b] * D, X + b * D, D);
-    }
-    const int64_t layer_bytes = B * H * N * D * static_cast<int64_t>(sizeof(scalar_t));
-    const int64_t grain = layer_bytes >= kParallelMinStateBytes ? 1 : B * H;
-    for (int64_t level = 0; level < L; ++level) {
-      scalar_t* S = state.data_ptr<scalar_t>() + level * B * H * N * D;
-      at::parallel_for(0, B * H, grain, [&](int64_t begin, int64_t end) {
-        std::vector<scalar_t> scratch(2 * N + 2 * D);
-        std::vector<int64_t> active(N);
-        Workspace<scalar_t> ws{scratch.data(), active.data()};
-        // head-major: a thread's consecutive tasks share one head's weights (in its cache)
+    const int64_t tasks = B * H;
+    const int64_t layer_bytes = tasks * N * D * static_cast<int64_t>(sizeof(scalar_t));
+    const int threads = layer_bytes >= kParallelMinStateBytes && !omp_in_parallel()
+                            ? static_cast<int>(std::min<int64_t>(at::get_num_threads(), tasks))
+                            : 1;
+    SpinBarrier barrier(threads);
+    // Each thread keeps its own x [B, D], combined from all heads' parts after each layer,
+    // so one barrier per layer suffices; thread 0's gives the logits.
+    auto run = [&](int thread, int count) {
+      std::vector<scalar_t> X(B * D), sum(D), normed(D), scratch(2 * N + 2 * D);
+      std::vector<int64_t> active(N);
+      Workspace<scalar_t> ws{scratch.data(), active.data()};
+      for (int64_t b = 0; b < B; ++b) {  // x = LN(embedding)
+        layer_norm(embed.data_ptr<scalar_t>() + ids[b] * D, X.data() + b * D, D);
+      }
+      // head-major tasks in contiguous ranges: a thread's tasks share one head's weights
+      const int64_t chunk = (tasks + count - 1) / count;
+      const int64_t begin = std::min<int64_t>(tasks, thread * chunk);
+      const int64_t end = std::min<int64_t>(tasks, begin + chunk);
+      for (int64_t level = 0; level < L; ++level) {
+        scalar_t* S = state.data_ptr<scalar_t>() + level * B * H * N * D;
+        scalar_t* P = parts.data_ptr<scalar_t>() + (level % 2) * B * H * D;
         for (int64_t task = begin; task < end; ++task) {
           const int64_t h = task / B, b = task % B, bh = b * H + h;
           if (damped) {
-            head_layer_damped_vec(w, h, X + b * D, S + bh * N * D, P + bh * D, ws,
+            head_layer_damped_vec(w, h, X.data() + b * D, S + bh * N * D, P + bh * D, ws,
                                   U[Hu == 1 ? 0 : h]);
           } else {
-            head_layer_vec(w, h, X + b * D, S + bh * N * D, P + bh * D, ws);
+            head_layer_vec(w, h, X.data() + b * D, S + bh * N * D, P + bh * D, ws);
           }
         }
-      });
-      for (int64_t b = 0; b < B; ++b) {  // x = LN(x + LN(sum over heads))
-        for (int64_t d = 0; d < D; ++d) sum[d] = 0;
-        for (int64_t h = 0; h < H; ++h) {
-          for (int64_t d = 0; d < D; ++d) sum[d] += P[(b * H + h) * D + d];
+        if (count > 1) barrier.wait();  // every head's part of this layer is written
+        for (int64_t b = 0; b < B; ++b) {  // x = LN(x + LN(sum over heads))
+          for (int64_t d = 0; d < D; ++d) sum[d] = 0;
+          for (int64_t h = 0; h < H; ++h) {
+            for (int64_t d = 0; d < D; ++d) sum[d] += P[(b * H + h) * D + d];
+          }
+          layer_norm(sum.data(), normed.data(), D);
+          scalar_t* xb = X.data() + b * D;
+          for (int64_t d = 0; d < D; ++d) sum[d] = xb[d] + normed[d];
+          layer_norm(sum.data(), xb, D);
         }
-        layer_norm(sum.data(), normed.data(), D);
-        scalar_t* xb = X + b * D;
-        for (int64_t d = 0; d < D; ++d) sum[d] = xb[d] + normed[d];
-        layer_norm(sum.data(), xb, D);
       }
-    }
-    for (int64_t b = 0; b < B; ++b) {
-      readout_vec(X + b * D, lm_head.data_ptr<scalar_t>(), logits.data_ptr<scalar_t>() + b * V, D, V);
-    }
+      if (thread == 0) {
+        for (int64_t b = 0; b < B; ++b) {
+          readout_vec(X.data() + b * D, lm_head.data_ptr<scalar_t>(),
+                      logits.data_ptr<scalar_t>() + b * V, D, V);
+        }
+      }
+    };
+    run_in_team(threads, run);
   });
   return logits;
 }
