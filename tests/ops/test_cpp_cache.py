@@ -53,7 +53,7 @@ def test_a_second_checkout_imports_the_first_build(tmp_path, monkeypatch) -> Non
         raise AssertionError("rebuilt although the same sources were built before")
 
     monkeypatch.setattr("torch.utils.cpp_extension.load", no_build)
-    module = cpp._build(decode_cpu.NAME, _checkout(tmp_path / "other"))
+    module = cpp._build(decode_cpu.NAME, _checkout(tmp_path / "other"), cpp.CFLAGS)
     assert module is not None and hasattr(module, "decode_token")
 
 

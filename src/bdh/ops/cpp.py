@@ -99,13 +99,13 @@ def _import(name: str, library: Path) -> ModuleType:
     return module
 
 
-def _build(name: str, source: Path) -> ModuleType | None:
+def _build(name: str, source: Path, cflags: list[str]) -> ModuleType | None:
     if os.environ.get(DISABLE_ENV, "").strip().lower() not in ("", "0", "false", "no"):
         return None
     try:
         import torch  # noqa: F401  (the library links against torch's, loaded first)
 
-        keyed = f"{name}_{cache_key(source)}"
+        keyed = f"{name}_{cache_key(source, cflags)}"
         library = _built_library(keyed)
         if library is not None:
             return _import(keyed, library)
@@ -113,19 +113,23 @@ def _build(name: str, source: Path) -> ModuleType | None:
 
         _put_ninja_on_path()
         print(f"bdh: building {name} (once per machine, about 30 s)", file=sys.stderr)
-        return load(keyed, [str(source)], extra_cflags=CFLAGS, verbose=False)
+        return load(keyed, [str(source)], extra_cflags=cflags, verbose=False)
     except Exception as error:  # no compiler or ninja: fall back, say so once
         text = str(error).strip()
         reason = text.splitlines()[0] if text else type(error).__name__
-        warnings.warn(f"bdh: C++ kernel {name} unavailable, using its PyTorch twin ({reason})", stacklevel=3)
+        warnings.warn(
+            f"bdh: C++ kernel {name} unavailable, using its PyTorch twin ({reason})", stacklevel=3
+        )
         return None
 
 
-def load_kernel(name: str, source: Path) -> ModuleType | None:
+def load_kernel(name: str, source: Path, extra_cflags: tuple[str, ...] = ()) -> ModuleType | None:
     """The compiled module of `source` (built on the first call in a process), or None.
+
+    `extra_cflags` are added to CFLAGS for this kernel (and name its build too).
 
     Call it outside compiled code first: traced code should only read the result.
     """
     if name not in _loaded:
-        _loaded[name] = _build(name, source)
+        _loaded[name] = _build(name, source, [*CFLAGS, *extra_cflags])
     return _loaded[name]

@@ -4,11 +4,15 @@ Neighbouring coordinates (2i, 2i+1) share one frequency and are rotated as a pai
 Phases are taken modulo one turn *before* the multiplication by 2*pi, in the
 frequencies' dtype, which keeps fp32 results identical to the official code.
 
-Two equal forms of the rotation:
-- `apply_rope(x, cos, sin)`: the official formula on real [T, n] tables (the reference).
+Forms of the rotation:
+- `naive.apply_rope(x, cos, sin)`: the official formula on real [T, n] tables (the reference).
 - `apply_rope_phasors(x, phasors)`: each pair as one complex number times a unit phasor
   [T, n/2]; one elementwise pass instead of five, and a backward that saves no activation
   (the rotation is orthogonal: its gradient is the rotation by the conjugate phasor).
+  Computed by `naive.rotate_pairs_torch`, or for bf16/fp16 on CPU by the C++ kernel
+  `cpu.rotate_pairs_cpu` (the torch form converts x to fp32 and back: three passes where
+  the kernel makes one). Both give the same numbers (tests/ops/test_rope.py); for fp32 the
+  kernel is not faster than torch (docs/performance.md), so torch computes it.
 """
 
 from __future__ import annotations
@@ -18,11 +22,15 @@ import math
 import torch
 from torch import Tensor
 
+from bdh.ops.rope.cpu import kernel_available, rotate_pairs_cpu
+from bdh.ops.rope.naive import HALF_DTYPES, apply_rope, rotate_pairs_torch
+
 DEFAULT_THETA = 2.0**16
-HALF_DTYPES = (torch.bfloat16, torch.float16)
 
 
-def rope_frequencies(n: int, theta: float = DEFAULT_THETA, dtype: torch.dtype = torch.float32) -> Tensor:
+def rope_frequencies(
+    n: int, theta: float = DEFAULT_THETA, dtype: torch.dtype = torch.float32
+) -> Tensor:
     """Frequencies in turns per position, shape [n]; pairs share a frequency."""
     pair_index = (torch.arange(0, n, 1, dtype=dtype) / 2).floor() * 2
     return 1.0 / (theta ** (pair_index / n)) / (2 * math.pi)
@@ -36,18 +44,13 @@ def rope_cos_sin(start: int, length: int, freqs: Tensor) -> tuple[Tensor, Tensor
     return torch.cos(phases), torch.sin(phases)
 
 
-def apply_rope(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
-    """Rotate pairs (x[2i], x[2i+1]) of x [..., T, n] by the phases in cos/sin [T, n]."""
-    x_rot = torch.stack((-x[..., 1::2], x[..., ::2]), dim=-1).view(*x.size())
-    return (x * cos).to(x.dtype) + (x_rot * sin).to(x.dtype)
-
-
 def rope_phasors(start: int, length: int, freqs: Tensor) -> Tensor:
     """Unit phasors cos + i sin of positions start..start+length-1, complex [length, n/2].
 
     The phases are computed exactly as in `rope_cos_sin`, so rotating by them equals
     `apply_rope`. Half-precision frequencies are taken in fp32 (there is no complex bf16,
-    and half-precision positions would lose whole turns); `_rotate` rotates in fp32 too.
+    and half-precision positions would lose whole turns); half-precision x is rotated in
+    fp32 too.
     """
     if freqs.dtype in HALF_DTYPES:
         freqs = freqs.float()
@@ -55,12 +58,17 @@ def rope_phasors(start: int, length: int, freqs: Tensor) -> Tensor:
     return torch.complex(cos[:, ::2].contiguous(), sin[:, ::2].contiguous())
 
 
-def _rotate(x: Tensor, phasors: Tensor) -> Tensor:
-    if x.dtype in HALF_DTYPES:
-        # No complex bf16 on CPU; like the official code, rotate in fp32 and cast back.
-        return _rotate(x.float(), phasors.to(torch.complex64)).to(x.dtype)
-    pairs = torch.view_as_complex(x.contiguous().view(*x.shape[:-1], -1, 2))
-    return torch.view_as_real(pairs * phasors.to(pairs.dtype)).view(x.shape)
+def _rotate(x: Tensor, phasors: Tensor, conjugate: bool = False) -> Tensor:
+    if (
+        x.dtype in HALF_DTYPES
+        and x.device.type == "cpu"
+        and phasors.dtype == torch.complex64
+        and phasors.shape == (x.shape[-2], x.shape[-1] // 2)
+        and not torch.compiler.is_compiling()
+        and kernel_available()
+    ):
+        return rotate_pairs_cpu(x, phasors, conjugate)
+    return rotate_pairs_torch(x, phasors.conj() if conjugate else phasors)
 
 
 class _RotatePairs(torch.autograd.Function):
@@ -72,7 +80,7 @@ class _RotatePairs(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad: Tensor) -> tuple[Tensor, None]:
         (phasors,) = ctx.saved_tensors
-        return _rotate(grad, phasors.conj()), None
+        return _rotate(grad, phasors, conjugate=True), None
 
 
 def apply_rope_phasors(x: Tensor, phasors: Tensor) -> Tensor:
@@ -84,3 +92,17 @@ def apply_rope_phasors(x: Tensor, phasors: Tensor) -> Tensor:
     if x.requires_grad and torch.is_grad_enabled():
         return _RotatePairs.apply(x, phasors)
     return _rotate(x, phasors)
+
+
+__all__ = [
+    "DEFAULT_THETA",
+    "HALF_DTYPES",
+    "apply_rope",
+    "apply_rope_phasors",
+    "kernel_available",
+    "rope_cos_sin",
+    "rope_frequencies",
+    "rope_phasors",
+    "rotate_pairs_cpu",
+    "rotate_pairs_torch",
+]
