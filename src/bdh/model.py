@@ -30,6 +30,7 @@ from bdh.generate import GenerateMixin
 from bdh.ops.attention import causal_linear_attention, shared_qk_attention
 from bdh.ops.decode import decode_token
 from bdh.ops.dropout import Dropout
+from bdh.ops.gating import gate
 from bdh.ops.rope import HALF_DTYPES, apply_rope_phasors, rope_frequencies, rope_phasors
 from bdh.registry import NO_METRICS, PlasticSite, Probe, RecurrentState
 
@@ -171,9 +172,15 @@ class BDH(GenerateMixin, nn.Module):
         x_sparse = self.probe_x(F.relu(x @ self.encoder))  # B, H, T, N
         attn, final = self.attn(x_sparse, x, phasors, state)
         y_kv = self.probe_attn(self.ln(attn))  # B, H, T, D
-        y_sparse = self.probe_y(F.relu(y_kv @ self.encoder_v))  # B, H, T, N
-        xy_sparse = self.drop(self.probe_xy(x_sparse * y_sparse))
-        xy_flat = self.probe_decoder_in(xy_sparse.transpose(1, 2).reshape(B, 1, T, -1))
+        # y_sparse = relu(y_kv @ encoder_v); xy = x_sparse * y_sparse; dropped = dropout(xy)
+        y_sparse, xy, dropped = gate(x_sparse, y_kv @ self.encoder_v, self.drop.p, self.training)
+        # A forward hook on a probe may replace what it sees (an ablation): go on from that
+        # (dropout then draws its mask again).
+        seen_y = self.probe_y(y_sparse)  # B, H, T, N
+        seen_xy = self.probe_xy(xy if seen_y is y_sparse else x_sparse * seen_y)
+        if seen_y is not y_sparse or seen_xy is not xy:
+            dropped = self.drop(seen_xy)
+        xy_flat = self.probe_decoder_in(dropped.transpose(1, 2).reshape(B, 1, T, -1))
         y_mlp = self.probe_decoder_out(xy_flat @ self.decoder)  # B, 1, T, D
         return self.ln(x + self.ln(y_mlp)), final
 
